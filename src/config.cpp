@@ -1,0 +1,193 @@
+// Configuration loading: a table of every known key, each with its type and range, so that an
+// unknown key, a wrong type or an out-of-range value is reported by name.
+#include "config.hpp"
+
+#include <fmt/format.h>
+
+#include <functional>
+#include <limits>
+#include <toml++/toml.h>
+#include <vector>
+
+#include "default_config.hpp"
+
+namespace zyolo {
+namespace {
+
+// One known key: its dotted name and how to store a TOML value into a Config.
+struct Key {
+  std::string_view name;
+  // Returns an empty string on success, otherwise what is wrong with the value.
+  std::function<std::string(Config&, const toml::node&)> store;
+};
+
+// A key holding a whole number in [lo, hi].
+template <class T, class Get>
+Key integer(std::string_view name, Get get, long lo, long hi) {
+  return {name, [get, lo, hi](Config& c, const toml::node& n) -> std::string {
+            auto v = n.value_exact<int64_t>();
+            if (!v) return "must be a whole number";
+            if (*v < lo || *v > hi) return fmt::format("must be between {} and {}", lo, hi);
+            get(c) = static_cast<T>(*v);
+            return {};
+          }};
+}
+
+// A key holding a number (integer or float) in [lo, hi].
+template <class Get>
+Key number(std::string_view name, Get get, double lo, double hi) {
+  return {name, [get, lo, hi](Config& c, const toml::node& n) -> std::string {
+            auto v = n.value<double>();
+            if (!v || !(n.is_integer() || n.is_floating_point())) return "must be a number";
+            if (!(*v >= lo && *v <= hi)) return fmt::format("must be between {} and {}", lo, hi);
+            get(c) = *v;
+            return {};
+          }};
+}
+
+// A key holding a string.
+template <class Get>
+Key text(std::string_view name, Get get) {
+  return {name, [get](Config& c, const toml::node& n) -> std::string {
+            auto v = n.value_exact<std::string>();
+            if (!v) return "must be a string";
+            get(c) = *v;
+            return {};
+          }};
+}
+
+// Every key zyolo knows. Built on each call: nothing here is shared or mutable.
+std::vector<Key> known_keys() {
+  constexpr long kMaxInt = std::numeric_limits<int>::max();
+  return {
+      integer<int>("run.clients", [](Config& c) -> int& { return c.run.clients; }, 0, 100000),
+      integer<int>("run.workers", [](Config& c) -> int& { return c.run.workers; }, 0, 10000),
+      integer<long>("run.requests", [](Config& c) -> long& { return c.run.requests; }, 0,
+                    1'000'000'000),
+      number("run.duration_s", [](Config& c) -> double& { return c.run.duration_s; }, 0, 1e7),
+      text("run.service", [](Config& c) -> std::string& { return c.run.service; }),
+      text("run.transport", [](Config& c) -> std::string& { return c.run.transport; }),
+      integer<int>("run.report_interval_ms",
+                   [](Config& c) -> int& { return c.run.report_interval_ms; }, 10, 3'600'000),
+      integer<int>("run.progress_ms", [](Config& c) -> int& { return c.run.progress_ms; }, 10,
+                   60'000),
+      text("endpoints.inproc_frontend",
+           [](Config& c) -> std::string& { return c.endpoints.inproc_frontend; }),
+      text("endpoints.inproc_backend",
+           [](Config& c) -> std::string& { return c.endpoints.inproc_backend; }),
+      text("endpoints.ipc_frontend",
+           [](Config& c) -> std::string& { return c.endpoints.ipc_frontend; }),
+      text("endpoints.ipc_backend",
+           [](Config& c) -> std::string& { return c.endpoints.ipc_backend; }),
+      text("endpoints.tcp_frontend",
+           [](Config& c) -> std::string& { return c.endpoints.tcp_frontend; }),
+      text("endpoints.tcp_backend",
+           [](Config& c) -> std::string& { return c.endpoints.tcp_backend; }),
+      integer<int>("broker.heartbeat_ms", [](Config& c) -> int& { return c.broker.heartbeat_ms; },
+                   10, 600'000),
+      integer<int>("broker.liveness", [](Config& c) -> int& { return c.broker.liveness; }, 1, 100),
+      integer<int>("broker.max_queue", [](Config& c) -> int& { return c.broker.max_queue; }, 1,
+                   10'000'000),
+      integer<long>("broker.max_message_bytes",
+                    [](Config& c) -> long& { return c.broker.max_message_bytes; }, 1024,
+                    kMaxInt),
+      text("worker.model", [](Config& c) -> std::string& { return c.worker.model; }),
+      number("worker.service_ms", [](Config& c) -> double& { return c.worker.service_ms; }, 0,
+             3'600'000),
+      integer<int>("worker.reconnect_initial_ms",
+                   [](Config& c) -> int& { return c.worker.reconnect_initial_ms; }, 1, 600'000),
+      integer<int>("worker.reconnect_max_ms",
+                   [](Config& c) -> int& { return c.worker.reconnect_max_ms; }, 1, 3'600'000),
+      integer<int>("client.timeout_ms", [](Config& c) -> int& { return c.client.timeout_ms; }, 1,
+                   3'600'000),
+      integer<int>("client.deadline_ms", [](Config& c) -> int& { return c.client.deadline_ms; }, 1,
+                   86'400'000),
+      integer<int>("client.payload_bytes",
+                   [](Config& c) -> int& { return c.client.payload_bytes; }, 0, 64 << 20),
+  };
+}
+
+// Stores every leaf of `table` (dotted prefix `prefix`) into `config`; throws on the first fault.
+void apply_table(Config& config, const toml::table& table, const std::string& prefix,
+                 const std::vector<Key>& keys, const std::string& source) {
+  for (const auto& [k, node] : table) {
+    std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (const auto* sub = node.as_table()) {
+      apply_table(config, *sub, name, keys, source);
+      continue;
+    }
+    const Key* key = nullptr;
+    for (const auto& candidate : keys)
+      if (candidate.name == name) key = &candidate;
+    if (!key) throw ConfigError(fmt::format("{}: unknown key '{}'", source, name));
+    if (std::string why = key->store(config, node); !why.empty())
+      throw ConfigError(fmt::format("{}: key '{}' {}", source, name, why));
+  }
+}
+
+}  // namespace
+
+std::string Config::frontend() const {
+  if (run.transport == "ipc") return endpoints.ipc_frontend;
+  if (run.transport == "tcp") return endpoints.tcp_frontend;
+  return endpoints.inproc_frontend;
+}
+
+std::string Config::backend() const {
+  if (run.transport == "ipc") return endpoints.ipc_backend;
+  if (run.transport == "tcp") return endpoints.tcp_backend;
+  return endpoints.inproc_backend;
+}
+
+Config default_config() {
+  Config config;
+  apply_toml(config, kDefaultConfigToml, "config/default.toml (built in)");
+  return config;
+}
+
+void apply_toml(Config& config, std::string_view toml_text, const std::string& source) {
+  toml::table table;
+  try {
+    table = toml::parse(toml_text, source);
+  } catch (const toml::parse_error& e) {
+    const auto& at = e.source().begin;
+    throw ConfigError(fmt::format("{}:{}:{}: {}", source, at.line, at.column, e.description()));
+  }
+  apply_table(config, table, "", known_keys(), source);
+}
+
+void apply_toml_file(Config& config, const std::string& path) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& at = e.source().begin;
+    if (at.line == 0) throw ConfigError(fmt::format("{}: {}", path, e.description()));
+    throw ConfigError(fmt::format("{}:{}:{}: {}", path, at.line, at.column, e.description()));
+  }
+  apply_table(config, table, "", known_keys(), path);
+}
+
+void validate(Config& config) {
+  if (config.run.transport.empty()) config.run.transport = ZYOLO_DEFAULT_TRANSPORT;
+  const auto& t = config.run.transport;
+  if (t != "inproc" && t != "ipc" && t != "tcp")
+    throw ConfigError(
+        fmt::format("run.transport (--transport) must be inproc, ipc or tcp, not '{}'", t));
+  if (config.run.clients < 1) throw ConfigError("run.clients (--clients) must be at least 1");
+  if (config.run.workers < 1) throw ConfigError("run.workers (--workers) must be at least 1");
+  if (config.run.requests < 1 && config.run.duration_s <= 0)
+    throw ConfigError("give a request count (--requests) or a duration (--duration)");
+  if (config.run.service.empty() || config.run.service.size() > 255 ||
+      config.run.service.starts_with("mmi."))
+    throw ConfigError("run.service must be 1..255 bytes and must not start with 'mmi.'");
+  if (config.worker.model.empty()) throw ConfigError("worker.model (--model) must not be empty");
+  if (config.worker.reconnect_max_ms < config.worker.reconnect_initial_ms)
+    throw ConfigError("worker.reconnect_max_ms must be >= worker.reconnect_initial_ms");
+  if (config.client.deadline_ms < config.client.timeout_ms)
+    throw ConfigError("client.deadline_ms must be >= client.timeout_ms");
+  if (config.frontend().empty() || config.backend().empty())
+    throw ConfigError(fmt::format("endpoints.{}_frontend and _backend must be set", t));
+}
+
+}  // namespace zyolo

@@ -1,0 +1,77 @@
+// Configuration: one struct that holds every setting of a run. Its values come, in this order, from
+// config/default.toml (compiled in), an optional --config file, and command-line flags.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace zyolo {
+
+struct RunConfig {
+  int clients = 0;
+  int workers = 0;
+  long requests = 0;
+  double duration_s = 0;
+  std::string service;
+  std::string transport;  // inproc | ipc | tcp (resolved: never empty after load)
+  int report_interval_ms = 0;
+  int progress_ms = 0;
+};
+
+struct EndpointConfig {
+  std::string inproc_frontend, inproc_backend;
+  std::string ipc_frontend, ipc_backend;
+  std::string tcp_frontend, tcp_backend;
+};
+
+struct BrokerConfig {
+  int heartbeat_ms = 0;
+  int liveness = 0;
+  int max_queue = 0;
+  long max_message_bytes = 0;
+};
+
+struct WorkerConfig {
+  std::string model;
+  double service_ms = 0;
+  int reconnect_initial_ms = 0;
+  int reconnect_max_ms = 0;
+};
+
+struct ClientConfig {
+  int timeout_ms = 0;
+  int deadline_ms = 0;
+  int payload_bytes = 0;
+};
+
+struct Config {
+  RunConfig run;
+  EndpointConfig endpoints;
+  BrokerConfig broker;
+  WorkerConfig worker;
+  ClientConfig client;
+
+  // The frontend (client-facing) and backend (worker-facing) endpoints of the chosen transport.
+  std::string frontend() const;
+  std::string backend() const;
+};
+
+// A configuration error: the message names the file, the key and what is wrong with it.
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The defaults of config/default.toml.
+Config default_config();
+
+// Overlays the TOML text `toml` (named `source` in errors) onto `config`. Throws ConfigError.
+void apply_toml(Config& config, std::string_view toml, const std::string& source);
+
+// Overlays the TOML file at `path`. Throws ConfigError if it is missing or bad.
+void apply_toml_file(Config& config, const std::string& path);
+
+// Checks cross-field rules and ranges; throws ConfigError naming the offending key.
+void validate(Config& config);
+
+}  // namespace zyolo

@@ -1,0 +1,249 @@
+// The supervisor: see fleet.hpp.
+#include "fleet.hpp"
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+
+#include "actor.hpp"
+#include "actors.hpp"
+#include "protocol.hpp"
+
+namespace zyolo {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// SIGINT and SIGTERM as a file descriptor the supervisor polls beside its pipes, so a signal is
+// one more event of the loop rather than a handler writing to a global flag. Threads started
+// while the signals are blocked inherit the mask, so only this descriptor ever sees them.
+class SignalFd {
+ public:
+  SignalFd() {
+    sigemptyset(&mask_);
+    sigaddset(&mask_, SIGINT);
+    sigaddset(&mask_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &mask_, &old_);
+    fd_ = signalfd(-1, &mask_, SFD_NONBLOCK | SFD_CLOEXEC);
+  }
+  ~SignalFd() {
+    if (fd_ >= 0) close(fd_);
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  int fd() const { return fd_; }
+
+ private:
+  sigset_t mask_{}, old_{};
+  int fd_ = -1;
+};
+
+// Asks an actor for its STATS and waits up to `timeout` for the answer.
+std::optional<nlohmann::json> ask_stats(Actor& actor, milliseconds timeout) {
+  if (!send_pipe(actor.pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait))
+    return std::nullopt;
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    zmq::pollitem_t item{actor.pipe().handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+    if (!(item.revents & ZMQ_POLLIN)) break;
+    auto m = recv_pipe(actor.pipe());
+    if (m && m->command == PipeCommand::Stats && !m->args.empty())
+      return nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
+  }
+  return std::nullopt;
+}
+
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+class Supervisor {
+ public:
+  Supervisor(const Config& config, const FleetOptions& options)
+      : config_(config), options_(options) {}
+
+  Report run() {
+    report_.clients = config_.run.clients;
+    report_.workers_started = config_.run.workers;
+    report_.model = config_.worker.model;
+    report_.transport = config_.run.transport;
+    report_.service = config_.run.service;
+    start_ = Clock::now();
+    start_us_ = now_us();
+    start_actors();
+    loop();
+    stop_actors();
+    sink_.finish(report_, start_us_, config_.run.report_interval_ms);
+    return report_;
+  }
+
+ private:
+  void start_actors() {
+    const Config& c = config_;
+    broker_ = std::make_unique<Actor>(ctx_, "broker", [c](zmq::context_t& ctx, zmq::socket_ref p) {
+      broker(ctx, p, c);
+    });
+    for (int i = 0; i < c.run.workers; ++i) {
+      std::string id = fmt::format("w{}", i);
+      workers_.push_back(std::make_unique<Actor>(
+          ctx_, "worker-" + id,
+          [c, id](zmq::context_t& ctx, zmq::socket_ref p) { worker(ctx, p, c, id); }));
+    }
+    const long per = c.run.requests / c.run.clients, extra = c.run.requests % c.run.clients;
+    for (int i = 0; i < c.run.clients; ++i) {
+      std::string id = fmt::format("c{}", i);
+      const long n = per + (i < extra ? 1 : 0);
+      clients_.push_back(std::make_unique<Actor>(
+          ctx_, "client-" + id,
+          [c, id, n](zmq::context_t& ctx, zmq::socket_ref p) { client(ctx, p, c, id, n); }));
+    }
+    client_done_.assign(clients_.size(), false);
+  }
+
+  // Polls the client pipes (and the signal descriptor) until every client is done.
+  void loop() {
+    const milliseconds interval(config_.run.report_interval_ms), refresh(config_.run.progress_ms);
+    auto row_at = start_ + interval;
+    auto progress_at = start_ + refresh;
+    std::size_t done = 0;
+    while (done < clients_.size() && !report_.interrupted) {
+      std::vector<zmq::pollitem_t> items;
+      for (auto& c : clients_) items.push_back({c->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      items.push_back({nullptr, signals_.fd(), ZMQ_POLLIN, 0});
+      const auto wake = options_.progress ? std::min(row_at, progress_at) : row_at;
+      zmq::poll(items, std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
+                                                     wake - Clock::now()) + milliseconds(1)));
+      for (std::size_t i = 0; i < clients_.size(); ++i)
+        if (items[i].revents & ZMQ_POLLIN) done += on_client(i);
+      if (items.back().revents & ZMQ_POLLIN) report_.interrupted = true;
+      const auto now = Clock::now();
+      if (now >= row_at) {
+        add_row(now);
+        row_at += interval;
+      }
+      if (options_.progress && now >= progress_at) {
+        draw_progress(now);
+        progress_at = now + refresh;
+      }
+    }
+    if (options_.progress) fmt::print(stderr, "\r\033[K");
+    report_.elapsed_s = std::chrono::duration<double>(Clock::now() - start_).count();
+    add_row(Clock::now());
+  }
+
+  // Handles one message from client i; returns 1 when that client just finished.
+  int on_client(std::size_t i) {
+    auto m = recv_pipe(clients_[i]->pipe());
+    if (!m) return 0;
+    if (m->command == PipeCommand::Records && !m->args.empty()) {
+      if (auto records = unpack_records(m->args[0])) sink_.add(static_cast<uint32_t>(i), *records);
+    } else if (m->command == PipeCommand::Done && !m->args.empty()) {
+      add_totals(nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false));
+      client_done_[i] = true;
+      return 1;
+    } else if (m->command == PipeCommand::Error) {
+      report_.actor_errors.push_back(fmt::format(
+          "{}: {}", clients_[i]->name(), m->args.empty() ? "" : to_string(m->args[0])));
+      client_done_[i] = true;  // it will send nothing more; its request in flight is lost
+      return 1;
+    }
+    return 0;
+  }
+
+  void add_totals(const nlohmann::json& t) {
+    if (!t.is_object()) return;
+    report_.sent += t.value("sent", 0L);
+    report_.duplicates_dropped += t.value("duplicates_dropped", 0L);
+    report_.mismatched += t.value("mismatched", 0L);
+  }
+
+  // One timeline row, with the broker's view of workers and queue.
+  void add_row(Clock::time_point now) {
+    TimelineRow row;
+    row.t = std::chrono::duration<double>(now - start_).count();
+    if (auto s = ask_stats(*broker_, milliseconds(1000))) {
+      row.workers = s->value("workers", 0L);
+      row.queue = s->value("queue", 0L);
+    }
+    report_.timeline.push_back(row);
+  }
+
+  void draw_progress(Clock::time_point now) {
+    const double t = std::chrono::duration<double>(now - start_).count();
+    const long answered = sink_.answered();
+    std::string target = config_.run.duration_s > 0
+                             ? fmt::format("{:.0f}/{:.0f} s", t, config_.run.duration_s)
+                             : fmt::format("{}/{}", sink_.count(), config_.run.requests);
+    fmt::print(stderr, "\r\033[K  {:6.1f} s  ended {}  answered {}  {:.0f}/s", t, target,
+               answered, t > 0 ? answered / t : 0.0);
+  }
+
+  // Collects the final counters and stops every actor: clients, workers, broker.
+  void stop_actors() {
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      if (client_done_[i]) continue;  // interrupted: ask what it sent; its records come first
+      if (auto s = ask_client(i)) add_totals(*s);
+    }
+    clients_.clear();
+    for (auto& w : workers_) {
+      WorkerShare share{w->name(), 0};
+      if (auto s = ask_stats(*w, milliseconds(10'000))) {
+        share.id = s->value("id", w->name());
+        share.served = s->value("served", 0L);
+      }
+      report_.workers.push_back(share);
+    }
+    workers_.clear();
+    if (auto s = ask_stats(*broker_, milliseconds(2000))) report_.broker = *s;
+    broker_.reset();
+  }
+
+  // STATS to a client that has not finished: it flushes its records, then answers.
+  std::optional<nlohmann::json> ask_client(std::size_t i) {
+    auto pipe = clients_[i]->pipe();
+    if (!send_pipe(pipe, PipeCommand::Stats, {}, zmq::send_flags::dontwait)) return std::nullopt;
+    const auto deadline = Clock::now() + milliseconds(2000);
+    while (Clock::now() < deadline) {
+      zmq::pollitem_t item{pipe.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, milliseconds(100));
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      auto m = recv_pipe(pipe);
+      if (!m) continue;
+      if (m->command == PipeCommand::Records && !m->args.empty()) {
+        if (auto r = unpack_records(m->args[0])) sink_.add(static_cast<uint32_t>(i), *r);
+      } else if ((m->command == PipeCommand::Stats || m->command == PipeCommand::Done) &&
+                 !m->args.empty()) {
+        return nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
+      }
+    }
+    return std::nullopt;
+  }
+
+  const Config& config_;
+  FleetOptions options_;
+  SignalFd signals_;  // before the context: ZeroMQ's own threads inherit the mask too
+  zmq::context_t ctx_;
+  std::unique_ptr<Actor> broker_;
+  std::vector<std::unique_ptr<Actor>> workers_, clients_;
+  std::vector<bool> client_done_;
+  RecordSink sink_;
+  Report report_;
+  Clock::time_point start_;
+  int64_t start_us_ = 0;
+};
+
+}  // namespace
+
+Report run_fleet(const Config& config, const FleetOptions& options) {
+  Supervisor s(config, options);
+  return s.run();
+}
+
+}  // namespace zyolo

@@ -1,0 +1,67 @@
+// The report of a run: built by the supervisor from the messages its actors sent, printed as a
+// readable summary and written as JSON (--report).
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "protocol.hpp"
+
+namespace zyolo {
+
+struct TimelineRow {
+  double t = 0;       // seconds since the start, at the end of the interval
+  long answered = 0;  // requests answered within the interval
+  long workers = 0;   // workers registered at the broker
+  long queue = 0;     // requests waiting at the broker
+};
+
+struct WorkerShare {
+  std::string id;
+  long served = 0;
+};
+
+struct Report {
+  // What ran.
+  int clients = 0, workers_started = 0;
+  std::string model, transport, service;
+  double elapsed_s = 0;
+  bool interrupted = false;
+  // Requests: every request sent ends answered (200), as an error (another status, or 504 when
+  // its deadline passed), or lost (no end seen: only an interrupted run has any).
+  long sent = 0, answered = 0, errors = 0, lost = 0;
+  long duplicates_delivered = 0, duplicates_dropped = 0, retries = 0, mismatched = 0;
+  std::map<int, long> errors_by_status;
+  double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, throughput_rps = 0;
+  std::vector<WorkerShare> workers;
+  std::vector<TimelineRow> timeline;
+  nlohmann::json broker;               // the broker's own counters at the end
+  std::vector<std::string> actor_errors;  // what actors said in $ERROR
+
+  bool clean() const { return lost == 0 && duplicates_delivered == 0 && mismatched == 0; }
+};
+
+// Folds client records into `report`: counts, percentiles, timeline bins. `start_us` is the
+// steady-clock time the run started; `interval_ms` the timeline's bin width.
+class RecordSink {
+ public:
+  void add(uint32_t client, const std::vector<ClientRecord>& records);
+  void finish(Report& report, int64_t start_us, int interval_ms) const;
+  long count() const { return static_cast<long>(records_.size()); }
+  long answered() const { return answered_; }
+
+ private:
+  struct Entry {
+    uint32_t client;
+    ClientRecord record;
+  };
+  std::vector<Entry> records_;
+  long answered_ = 0;
+};
+
+nlohmann::json to_json(const Report& report);
+std::string summary_text(const Report& report);
+
+}  // namespace zyolo

@@ -1,0 +1,34 @@
+// The actors. Each is one entry function that runs in its own thread, started and stopped through
+// zyolo::Actor (src/actor.hpp). Each owns its sockets and its state (a struct private to its
+// file); it talks to the world only through ZeroMQ messages.
+//
+// Pipe commands every actor answers:
+//   $TERM            close the sockets and return
+//   STATS            answer [STATS][JSON] with the actor's counters
+// and sends $READY once its sockets are bound or connected (and, for a worker, its model loaded).
+#pragma once
+
+#include <string>
+#include <zmq.hpp>
+
+#include "config.hpp"
+
+namespace zyolo {
+
+// MDP/0.1 broker: binds config.frontend() (clients) and config.backend() (workers); serves each
+// service's waiting workers least-recently-used; heartbeats workers and expires silent ones.
+// STATS JSON: workers, idle, queue, requests, replies, rejected_busy, requeued, expired, ...
+void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
+
+// MDP/0.1 worker `id` serving config.run.service: connects to config.backend(), heartbeats,
+// reconnects with back-off when the broker is gone. With model "none" it echoes the payload after
+// config.worker.service_ms. STATS JSON: id, served, reconnects, faults.
+void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id);
+
+// Synchronous client `id`: sends `requests` requests (or, with config.run.duration_s, as many as
+// fit), one at a time, with Lazy Pirate retries until each request's deadline. It reports each
+// finished request in RECORDS batches and ends with [DONE][JSON totals], then waits for $TERM.
+void client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id,
+            long requests);
+
+}  // namespace zyolo

@@ -1,0 +1,305 @@
+// The broker: MDP/0.1 (RFC 7) between a ROUTER frontend for clients and a ROUTER backend for
+// workers, in the shape of the guide's mdbroker, plus bounded queues and re-queue on expiry.
+//
+// State machine per worker: (unknown) --READY--> idle --REQUEST--> busy --REPLY--> idle ...
+// Any message from an unknown worker but READY is answered with DISCONNECT (that is how workers
+// learn that the broker restarted). READY from a known worker is a protocol error: DISCONNECT.
+// A worker silent for liveness x heartbeat is expired; a request it held is re-queued once.
+#include <chrono>
+#include <deque>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <zmq_addon.hpp>
+
+#include "actor.hpp"
+#include "actors.hpp"
+#include "protocol.hpp"
+
+namespace zyolo {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+struct Request {
+  zmq::message_t client;  // the client's routing id
+  Frames body;
+  int requeues = 0;
+};
+
+struct WorkerEntry {
+  zmq::message_t address;  // routing id on the backend
+  std::string service;
+  Clock::time_point expiry;
+  std::optional<Request> held;  // the request it is working on
+};
+
+struct Service {
+  std::deque<Request> requests;
+  std::deque<std::string> idle;  // idle workers, least recently used first
+  int workers = 0;
+};
+
+struct Counters {
+  long requests = 0, replies = 0, rejected_busy = 0, requeued = 0, expired = 0, abandoned = 0;
+  long unroutable = 0, unknown_worker = 0, protocol_errors = 0, mmi = 0;
+  long faults[kFaultCount] = {};
+};
+
+class Broker {
+ public:
+  Broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config)
+      : pipe_(pipe),
+        frontend_(ctx, zmq::socket_type::router),
+        backend_(ctx, zmq::socket_type::router),
+        heartbeat_(config.broker.heartbeat_ms),
+        expiry_(config.broker.heartbeat_ms * config.broker.liveness),
+        max_queue_(static_cast<std::size_t>(config.broker.max_queue)) {
+    for (auto* s : {&frontend_, &backend_}) {
+      s->set(zmq::sockopt::linger, 0);
+      s->set(zmq::sockopt::router_mandatory, true);  // a vanished peer is an error we count
+      s->set(zmq::sockopt::maxmsgsize, config.broker.max_message_bytes);
+    }
+    frontend_.set(zmq::sockopt::router_handover, true);  // a retrying client keeps its routing id
+    frontend_.bind(config.frontend());
+    backend_.bind(config.backend());
+  }
+
+  // The poll loop: until $TERM, or until the context is terminated (zmq::error_t ETERM).
+  void run() {
+    heartbeat_at_ = Clock::now() + heartbeat_;
+    while (!terminated_) {
+      zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {frontend_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {backend_.handle(), 0, ZMQ_POLLIN, 0}};
+      auto wait = std::chrono::duration_cast<milliseconds>(heartbeat_at_ - Clock::now());
+      zmq::poll(items, 3, std::max(wait, milliseconds(0)));
+      if (items[0].revents & ZMQ_POLLIN) on_pipe();
+      if (items[2].revents & ZMQ_POLLIN) on_backend();  // replies first: they free workers
+      if (items[1].revents & ZMQ_POLLIN) on_frontend();
+      if (Clock::now() >= heartbeat_at_) on_heartbeat();
+    }
+  }
+
+ private:
+  void on_pipe() {
+    auto m = recv_pipe(pipe_);
+    if (!m || m->command == PipeCommand::Term) {
+      terminated_ = true;
+    } else if (m->command == PipeCommand::Stats) {
+      send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+    }
+  }
+
+  void on_frontend() {
+    Frames frames;
+    if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait))
+      return;
+    auto m = decode_client_request(std::move(frames));
+    if (!m) return count(m.fault());  // cannot be answered in its own protocol: dropped
+    if (m->service.starts_with("mmi.")) return on_mmi(m.value());
+    ++n_.requests;
+    auto& service = services_[m->service];
+    if (service.requests.size() >= max_queue_) {
+      ++n_.rejected_busy;
+      auto body = encode_app_reply(peek_request_id(m->body), 503, R"({"error":"queue full"})");
+      return to_client(m->sender, m->service, std::move(body));
+    }
+    service.requests.push_back({std::move(m->sender), std::move(m->body)});
+    dispatch(m->service);
+  }
+
+  // RFC 8: mmi.service answers 200 when the service has workers, 404 when not; other mmi.* 501.
+  void on_mmi(ClientMessage& m) {
+    ++n_.mmi;
+    std::string code = "501";
+    if (m.service == "mmi.service") {
+      code = "404";
+      if (!m.body.empty()) {
+        auto it = services_.find(to_string(m.body[0]));
+        if (it != services_.end() && it->second.workers > 0) code = "200";
+      }
+    }
+    Frames body;
+    body.emplace_back(code.data(), code.size());
+    to_client(m.sender, m.service, std::move(body));
+  }
+
+  void on_backend() {
+    Frames frames;
+    if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait))
+      return;
+    auto m = decode_from_worker(std::move(frames));
+    if (!m) return count(m.fault());
+    const std::string id = to_string(m->peer);
+    auto it = workers_.find(id);
+    if (it == workers_.end()) {
+      if (m->command == Command::Ready) return on_ready(id, m.value());
+      ++n_.unknown_worker;  // e.g. after a broker restart: tell it to register again
+      if (m->command != Command::Disconnect) to_worker(m->peer, Command::Disconnect);
+      return;
+    }
+    auto& w = it->second;
+    w.expiry = Clock::now() + expiry_;
+    switch (m->command) {
+      case Command::Ready:  // READY twice: a protocol error
+        ++n_.protocol_errors;
+        to_worker(w.address, Command::Disconnect);
+        return remove_worker(id);
+      case Command::Reply:
+        if (!w.held) {  // a REPLY it was never asked for
+          ++n_.protocol_errors;
+          return;
+        }
+        w.held.reset();
+        ++n_.replies;
+        to_client(m->client, w.service, std::move(m->body));
+        services_[w.service].idle.push_back(id);
+        return dispatch(w.service);
+      case Command::Disconnect:
+        return remove_worker(id);
+      case Command::Heartbeat:
+      case Command::Request:
+        return;
+    }
+  }
+
+  void on_ready(const std::string& id, WorkerMessage& m) {
+    if (m.service.starts_with("mmi.")) {
+      ++n_.protocol_errors;
+      return to_worker(m.peer, Command::Disconnect);
+    }
+    auto& w = workers_[id];
+    w.address = std::move(m.peer);
+    w.service = m.service;
+    w.expiry = Clock::now() + expiry_;
+    auto& service = services_[m.service];
+    ++service.workers;
+    service.idle.push_back(id);
+    dispatch(m.service);
+  }
+
+  // Hands queued requests of `name` to its idle workers, least recently used first.
+  void dispatch(const std::string& name) {
+    auto& service = services_[name];
+    while (!service.idle.empty() && !service.requests.empty()) {
+      const std::string id = service.idle.front();
+      service.idle.pop_front();
+      auto& w = workers_.at(id);
+      Request r = std::move(service.requests.front());
+      service.requests.pop_front();
+      zmq::message_t client;
+      client.copy(r.client);
+      Frames body;
+      for (auto& f : r.body) body.emplace_back().copy(f);  // shared, not copied, for large frames
+      if (!route(backend_, encode_broker_request(w.address, std::move(client), std::move(body)))) {
+        service.requests.push_front(std::move(r));  // the worker vanished; the request did not
+        remove_worker(id);
+        continue;
+      }
+      w.held = std::move(r);
+    }
+  }
+
+  void on_heartbeat() {
+    const auto now = Clock::now();
+    std::vector<std::string> expired;
+    for (auto& [id, w] : workers_) {
+      if (w.expiry <= now)
+        expired.push_back(id);
+      else
+        to_worker(w.address, Command::Heartbeat);
+    }
+    for (const auto& id : expired) {
+      ++n_.expired;
+      remove_worker(id);
+    }
+    heartbeat_at_ = now + heartbeat_;
+  }
+
+  // Forgets a worker; a request it held goes back to the front of its queue, once.
+  void remove_worker(const std::string& id) {
+    auto it = workers_.find(id);
+    if (it == workers_.end()) return;
+    auto& service = services_[it->second.service];
+    --service.workers;
+    std::erase(service.idle, id);
+    if (auto& held = it->second.held) {
+      if (held->requeues == 0) {
+        ++held->requeues;
+        ++n_.requeued;
+        service.requests.push_front(std::move(*held));
+      } else {
+        ++n_.abandoned;  // its client's retry will bring it back
+      }
+    }
+    const std::string name = it->second.service;
+    workers_.erase(it);
+    dispatch(name);
+  }
+
+  void to_client(const zmq::message_t& client, const std::string& service, Frames body) {
+    if (!route(frontend_, encode_client_reply(client, service, std::move(body)))) ++n_.unroutable;
+  }
+
+  void to_worker(const zmq::message_t& address, Command c) {
+    if (!route(backend_, encode_broker_command(address, c))) ++n_.unroutable;
+  }
+
+  // Sends to a ROUTER peer; false when the peer is gone or cannot take more.
+  static bool route(zmq::socket_t& socket, Frames frames) {
+    try {
+      return zmq::send_multipart(socket, frames, zmq::send_flags::dontwait).has_value();
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EHOSTUNREACH) return false;
+      throw;
+    }
+  }
+
+  void count(Fault f) { ++n_.faults[static_cast<int>(f)]; }
+
+  nlohmann::json stats() const {
+    long queue = 0, idle = 0;
+    for (const auto& [name, s] : services_) {
+      queue += static_cast<long>(s.requests.size());
+      idle += static_cast<long>(s.idle.size());
+    }
+    nlohmann::json faults = nlohmann::json::object();
+    long malformed = 0;
+    for (int i = 0; i < kFaultCount; ++i) {
+      malformed += n_.faults[i];
+      if (n_.faults[i]) faults[std::string(fault_name(static_cast<Fault>(i)))] = n_.faults[i];
+    }
+    nlohmann::json services = nlohmann::json::object();
+    for (const auto& [name, s] : services_)
+      services[name] = {{"workers", s.workers}, {"queue", s.requests.size()}};
+    return {{"workers", workers_.size()}, {"idle", idle}, {"queue", queue},
+            {"requests", n_.requests}, {"replies", n_.replies},
+            {"rejected_busy", n_.rejected_busy}, {"requeued", n_.requeued},
+            {"expired", n_.expired}, {"abandoned", n_.abandoned},
+            {"unroutable", n_.unroutable}, {"unknown_worker", n_.unknown_worker},
+            {"protocol_errors", n_.protocol_errors}, {"mmi", n_.mmi},
+            {"malformed", malformed}, {"faults", faults}, {"services", services}};
+  }
+
+  zmq::socket_ref pipe_;
+  zmq::socket_t frontend_, backend_;
+  milliseconds heartbeat_, expiry_;
+  std::size_t max_queue_;
+  Clock::time_point heartbeat_at_;
+  bool terminated_ = false;
+  std::map<std::string, WorkerEntry> workers_;
+  std::map<std::string, Service> services_;
+  Counters n_;
+};
+
+}  // namespace
+
+void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config) {
+  Broker b(ctx, pipe, config);
+  signal_ready(pipe);
+  b.run();
+}
+
+}  // namespace zyolo

@@ -1,0 +1,178 @@
+// The client: synchronous request/reply with the guide's Lazy Pirate retries, as an actor.
+// One request is in flight at a time. When no reply comes within the timeout, the client closes
+// its DEALER, opens a new one (same routing id, so the broker hands the identity over) and sends
+// the same request again, until the request's deadline. The request id makes this safe: a reply
+// whose id is not the one in flight is a late answer to an earlier attempt, dropped and counted.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <zmq_addon.hpp>
+
+#include "actor.hpp"
+#include "actors.hpp"
+#include "protocol.hpp"
+
+namespace zyolo {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kFlushEvery{100};  // how often finished requests travel to the supervisor
+
+class Client {
+ public:
+  Client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, std::string id,
+         long requests)
+      : ctx_(ctx), pipe_(pipe), config_(config), id_(std::move(id)), requests_(requests) {
+    // A routing id unique to this client across processes and hosts, kept over reconnects.
+    std::random_device rd;
+    routing_id_ = fmt::format("{}-{:08x}", id_, rd());
+    connect();
+  }
+
+  void run() {
+    const auto start = Clock::now();
+    const bool timed = config_.run.duration_s > 0;
+    const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(config_.run.duration_s));
+    flush_at_ = start + kFlushEvery;
+    while (!terminated_ && (timed ? Clock::now() < end : sent_ < requests_)) one_request();
+    if (terminated_) return;
+    flush();
+    send_pipe(pipe_, PipeCommand::Done, text_frames({totals().dump()}));
+    while (!terminated_) on_pipe();  // stay until the supervisor says $TERM
+  }
+
+ private:
+  void connect() {
+    socket_.emplace(ctx_, zmq::socket_type::dealer);
+    socket_->set(zmq::sockopt::linger, 0);
+    socket_->set(zmq::sockopt::routing_id, routing_id_);
+    socket_->connect(config_.frontend());
+  }
+
+  // Sends one request and waits for its answer, resending on timeout, until its deadline.
+  void one_request() {
+    const std::string rid = fmt::format("{}-{}", id_, sent_);
+    ++sent_;
+    // The payload carries the id, so an echo proves the reply belongs to this request.
+    std::string payload = rid;
+    payload.resize(std::max<std::size_t>(rid.size(), config_.client.payload_bytes), '.');
+    const auto first = Clock::now();
+    const auto deadline = first + milliseconds(config_.client.deadline_ms);
+    uint16_t retries = 0;
+    send_request(rid, payload);
+    auto timeout_at = first + milliseconds(config_.client.timeout_ms);
+    while (!terminated_) {
+      const auto wake = std::min({timeout_at, deadline, flush_at_});
+      zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {socket_->handle(), 0, ZMQ_POLLIN, 0}};
+      const auto wait = std::chrono::duration_cast<milliseconds>(wake - Clock::now());
+      zmq::poll(items, 2, std::max(milliseconds(0), wait + milliseconds(1)));
+      if (items[0].revents & ZMQ_POLLIN) on_pipe();
+      if (items[1].revents & ZMQ_POLLIN) {
+        if (auto status = take_reply(rid, payload)) return finish(first, *status, retries);
+      }
+      const auto now = Clock::now();
+      if (now >= flush_at_) flush();
+      if (now >= deadline) return finish(first, 504, retries);
+      if (now >= timeout_at) {  // Lazy Pirate: a new socket, the same request
+        ++retries;
+        ++reconnects_;
+        connect();
+        send_request(rid, payload);
+        timeout_at = now + milliseconds(config_.client.timeout_ms);
+      }
+    }
+  }
+
+  void send_request(const std::string& rid, const std::string& payload) {
+    auto frames = encode_client_request(
+        config_.run.service, encode_app_request(rid, "", zmq::message_t(payload)));
+    (void)zmq::send_multipart(*socket_, frames, zmq::send_flags::dontwait);
+  }
+
+  // Reads one reply; returns its status if it answers request `rid`, nothing otherwise.
+  std::optional<int> take_reply(const std::string& rid, const std::string& payload) {
+    Frames frames;
+    if (!zmq::recv_multipart(*socket_, std::back_inserter(frames), zmq::recv_flags::dontwait))
+      return std::nullopt;
+    auto m = decode_client_reply(std::move(frames));
+    if (!m) {
+      ++malformed_;
+      return std::nullopt;
+    }
+    auto reply = decode_app_reply(std::move(m->body));
+    if (!reply) {
+      ++malformed_;
+      return std::nullopt;
+    }
+    if (reply->id != rid) {  // an answer to an attempt we gave up on: never delivered twice
+      ++late_;
+      return std::nullopt;
+    }
+    if (reply->status == 200 && config_.worker.model == "none" &&
+        reply->payload.to_string_view() != payload)
+      ++mismatched_;
+    return reply->status;
+  }
+
+  void finish(Clock::time_point first, int status, uint16_t retries) {
+    const auto now = Clock::now();
+    records_.push_back(
+        {std::chrono::duration_cast<microseconds>(now.time_since_epoch()).count(),
+         static_cast<uint32_t>(sent_ - 1),
+         static_cast<uint32_t>(std::chrono::duration_cast<microseconds>(now - first).count()),
+         static_cast<uint16_t>(status), retries});
+    if (now >= flush_at_) flush();
+  }
+
+  void flush() {
+    if (!records_.empty()) send_pipe(pipe_, PipeCommand::Records, single_frame(pack_records(records_)));
+    records_.clear();
+    flush_at_ = Clock::now() + kFlushEvery;
+  }
+
+  // $TERM ends the client; STATS (asked when a run is interrupted) flushes, then answers.
+  void on_pipe() {
+    auto m = recv_pipe(pipe_);
+    if (!m || m->command == PipeCommand::Term) {
+      terminated_ = true;
+    } else if (m->command == PipeCommand::Stats) {
+      flush();
+      send_pipe(pipe_, PipeCommand::Stats, text_frames({totals().dump()}));
+    }
+  }
+
+  nlohmann::json totals() const {
+    return {{"id", id_}, {"sent", sent_}, {"duplicates_dropped", late_},
+            {"mismatched", mismatched_}, {"malformed", malformed_}, {"reconnects", reconnects_}};
+  }
+
+  zmq::context_t& ctx_;
+  zmq::socket_ref pipe_;
+  const Config& config_;
+  std::string id_, routing_id_;
+  long requests_;
+  std::optional<zmq::socket_t> socket_;
+  std::vector<ClientRecord> records_;
+  Clock::time_point flush_at_;
+  bool terminated_ = false;
+  long sent_ = 0, late_ = 0, mismatched_ = 0, malformed_ = 0, reconnects_ = 0;
+};
+
+}  // namespace
+
+void client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id,
+            long requests) {
+  Client c(ctx, pipe, config, id, requests);
+  signal_ready(pipe);
+  c.run();
+}
+
+}  // namespace zyolo

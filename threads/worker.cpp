@@ -1,0 +1,165 @@
+// The worker: an MDP/0.1 worker (RFC 7) in the shape of the guide's mdwrkapi, as an actor.
+// It connects a DEALER to the broker's backend and sends READY; then it serves REQUESTs one at a
+// time, heartbeats the broker, and when the broker goes silent for liveness x heartbeat (or says
+// DISCONNECT) it closes the socket, waits a back-off that doubles up to a ceiling, and registers
+// again on a new socket. On $TERM it says DISCONNECT so the broker forgets it at once.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
+#include <zmq_addon.hpp>
+
+#include "actor.hpp"
+#include "actors.hpp"
+#include "protocol.hpp"
+
+namespace zyolo {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+class Worker {
+ public:
+  Worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, std::string id)
+      : ctx_(ctx), pipe_(pipe), config_(config), id_(std::move(id)),
+        heartbeat_(config.broker.heartbeat_ms),
+        silence_(config.broker.heartbeat_ms * config.broker.liveness),
+        backoff_(config.worker.reconnect_initial_ms) {
+    connect();
+  }
+
+  // The poll loop: until $TERM, or until the context is terminated (zmq::error_t ETERM).
+  void run() {
+    while (!terminated_) {
+      if (!socket_) {  // the broker is lost: wait out the back-off, still listening to the pipe
+        wait_on_pipe(Clock::now() + backoff_);
+        if (terminated_) break;
+        backoff_ = std::min(backoff_ * 2, milliseconds(config_.worker.reconnect_max_ms));
+        connect();
+        continue;
+      }
+      zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {socket_->handle(), 0, ZMQ_POLLIN, 0}};
+      const auto next = std::min(heartbeat_at_, heard_at_ + silence_);
+      zmq::poll(items, 2, std::max(milliseconds(0), until(next)));
+      if (items[0].revents & ZMQ_POLLIN) on_pipe();
+      if (terminated_) break;
+      if (items[1].revents & ZMQ_POLLIN) on_broker();
+      const auto now = Clock::now();
+      if (socket_ && now >= heard_at_ + silence_) {
+        lost_broker();
+      } else if (socket_ && now >= heartbeat_at_) {
+        send(encode_worker_command(Command::Heartbeat));
+        heartbeat_at_ = now + heartbeat_;
+      }
+    }
+    if (socket_) send(encode_worker_command(Command::Disconnect));
+  }
+
+ private:
+  static milliseconds until(Clock::time_point t) {
+    return std::chrono::duration_cast<milliseconds>(t - Clock::now()) + milliseconds(1);
+  }
+
+  // A new DEALER socket, connected, with READY sent.
+  void connect() {
+    socket_.emplace(ctx_, zmq::socket_type::dealer);
+    socket_->set(zmq::sockopt::linger, 0);
+    socket_->connect(config_.backend());
+    send(encode_worker_ready(config_.run.service));
+    heard_at_ = Clock::now();
+    heartbeat_at_ = heard_at_ + heartbeat_;
+  }
+
+  void lost_broker() {
+    ++reconnects_;
+    socket_.reset();  // closes it: anything queued for the old broker is gone, as it should be
+  }
+
+  void on_pipe() {
+    auto m = recv_pipe(pipe_);
+    if (!m || m->command == PipeCommand::Term) {
+      terminated_ = true;
+    } else if (m->command == PipeCommand::Stats) {
+      nlohmann::json j = {{"id", id_}, {"served", served_}, {"reconnects", reconnects_},
+                          {"malformed", malformed_}, {"bad_requests", bad_requests_}};
+      send_pipe(pipe_, PipeCommand::Stats, text_frames({j.dump()}));
+    }
+  }
+
+  // Polls only the pipe until `deadline` or $TERM (the back-off between two connections).
+  void wait_on_pipe(Clock::time_point deadline) {
+    while (!terminated_ && Clock::now() < deadline) {
+      zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 1, std::max(milliseconds(0), until(deadline)));
+      if (items[0].revents & ZMQ_POLLIN) on_pipe();
+    }
+  }
+
+  void on_broker() {
+    Frames frames;
+    if (!zmq::recv_multipart(*socket_, std::back_inserter(frames), zmq::recv_flags::dontwait))
+      return;
+    heard_at_ = Clock::now();
+    backoff_ = milliseconds(config_.worker.reconnect_initial_ms);
+    auto m = decode_from_broker(std::move(frames));
+    if (!m) {
+      ++malformed_;
+      return;
+    }
+    switch (m->command) {
+      case Command::Request:
+        return on_request(m.value());
+      case Command::Disconnect:
+        return lost_broker();
+      default:
+        return;  // HEARTBEAT: hearing it was the point
+    }
+  }
+
+  void on_request(WorkerMessage& m) {
+    auto request = decode_app_request(std::move(m.body));
+    Frames reply;
+    if (!request) {
+      ++bad_requests_;
+      const std::string error = fmt::format(R"({{"error":"{}","worker":"{}"}})",
+                                            fault_name(request.fault()), id_);
+      reply = encode_app_reply("-", 400, error);
+    } else {
+      if (config_.worker.service_ms > 0)  // simulated work: the thread is busy, as inference is
+        std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(config_.worker.service_ms));
+      ++served_;
+      const std::string json = fmt::format(R"({{"worker":"{}"}})", id_);
+      reply = encode_app_reply(request->id, 200, json, std::move(request->payload));
+    }
+    send(encode_worker_reply(std::move(m.client), std::move(reply)));
+  }
+
+  void send(Frames frames) {
+    (void)zmq::send_multipart(*socket_, frames, zmq::send_flags::dontwait);
+  }
+
+  zmq::context_t& ctx_;
+  zmq::socket_ref pipe_;
+  const Config& config_;
+  std::string id_;
+  milliseconds heartbeat_, silence_, backoff_;
+  std::optional<zmq::socket_t> socket_;
+  Clock::time_point heard_at_, heartbeat_at_;
+  bool terminated_ = false;
+  long served_ = 0, reconnects_ = 0, malformed_ = 0, bad_requests_ = 0;
+};
+
+}  // namespace
+
+void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config,
+            const std::string& id) {
+  Worker w(ctx, pipe, config, id);
+  signal_ready(pipe);
+  w.run();
+}
+
+}  // namespace zyolo
