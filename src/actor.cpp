@@ -2,6 +2,9 @@
 #include "actor.hpp"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <algorithm>
 
 #include "protocol.hpp"
 
@@ -28,16 +31,16 @@ Actor::Actor(zmq::context_t& ctx, std::string name, Body body)
     : name_(std::move(name)), pipe_(ctx, zmq::socket_type::pair) {
   pipe_.set(zmq::sockopt::linger, 0);
   // The object's address makes the endpoint unique while the actor lives, with no global counter.
-  const std::string endpoint =
-      fmt::format("inproc://actor-{}-{}", name_, static_cast<const void*>(this));
-  pipe_.bind(endpoint);
-  thread_ = std::thread(run_child, std::ref(ctx), endpoint, std::move(body));
+  endpoint_ = fmt::format("inproc://actor-{}-{}", name_, static_cast<const void*>(this));
+  pipe_.bind(endpoint_);
+  thread_ = std::thread(run_child, std::ref(ctx), endpoint_, std::move(body));
   auto first = recv_pipe(pipe_);
   if (first && first->command == PipeCommand::Ready) return;
   std::string why = "no $READY";
   if (first && first->command == PipeCommand::Error && !first->args.empty())
     why = to_string(first->args[0]);
   thread_.join();
+  pipe_.unbind(endpoint_);
   throw ActorError(fmt::format("{}: {}", name_, why));
 }
 
@@ -48,6 +51,25 @@ Actor::~Actor() {
   } catch (const zmq::error_t&) {
   }
   thread_.join();
+  // Closing is asynchronous; unbinding is not, so the same endpoint can be bound again at once.
+  try {
+    pipe_.unbind(endpoint_);
+  } catch (const zmq::error_t&) {
+  }
+}
+
+zmq::context_t make_context() {
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+    getrlimit(RLIMIT_NOFILE, &files);
+  }
+  // Each socket takes a descriptor or two (its mailbox, its connections): keep a margin.
+  const auto limit = std::clamp<rlim_t>(files.rlim_cur / 2, 1024, 65536);
+  zmq::context_t ctx;
+  ctx.set(zmq::ctxopt::max_sockets, static_cast<int>(limit));
+  return ctx;
 }
 
 void signal_ready(zmq::socket_ref pipe) { send_pipe(pipe, PipeCommand::Ready); }

@@ -45,10 +45,15 @@ class Actor {
   const std::string& name() const { return name_; }
 
  private:
-  std::string name_;
+  std::string name_, endpoint_;
   zmq::socket_t pipe_;
   std::thread thread_;
 };
+
+// The one context of a process, made by main: it allows as many sockets as the file-descriptor
+// limit does (raised to its hard ceiling), since sockets closed by actors are reaped
+// asynchronously and a fleet of hundreds of actors stopped and started needs head-room.
+zmq::context_t make_context();
 
 // Sent by a child when it is ready to work.
 void signal_ready(zmq::socket_ref pipe);

@@ -229,7 +229,7 @@ class Supervisor {
   const Config& config_;
   FleetOptions options_;
   SignalFd signals_;  // before the context: ZeroMQ's own threads inherit the mask too
-  zmq::context_t ctx_;
+  zmq::context_t ctx_ = make_context();
   std::unique_ptr<Actor> broker_;
   std::vector<std::unique_ptr<Actor>> workers_, clients_;
   std::vector<bool> client_done_;

@@ -64,6 +64,17 @@ class Broker {
     frontend_.set(zmq::sockopt::router_handover, true);  // a retrying client keeps its routing id
     frontend_.bind(config.frontend());
     backend_.bind(config.backend());
+    frontend_endpoint_ = frontend_.get(zmq::sockopt::last_endpoint);
+    backend_endpoint_ = backend_.get(zmq::sockopt::last_endpoint);
+  }
+
+  // Unbinds at once (closing alone is asynchronous), so a restarted broker can bind again.
+  ~Broker() {
+    try {
+      frontend_.unbind(frontend_endpoint_);
+      backend_.unbind(backend_endpoint_);
+    } catch (const zmq::error_t&) {
+    }
   }
 
   // The poll loop: until $TERM, or until the context is terminated (zmq::error_t ETERM).
@@ -285,6 +296,7 @@ class Broker {
 
   zmq::socket_ref pipe_;
   zmq::socket_t frontend_, backend_;
+  std::string frontend_endpoint_, backend_endpoint_;
   milliseconds heartbeat_, expiry_;
   std::size_t max_queue_;
   Clock::time_point heartbeat_at_;

@@ -1,0 +1,94 @@
+// The attached-thread helper: synchronous start and stop, a thousand times over; start-up
+// failures surface as ActorError in the parent; pipes carry messages both ways.
+#include <doctest/doctest.h>
+
+#include <stdexcept>
+
+#include "actor.hpp"
+#include "actors.hpp"
+#include "protocol.hpp"
+
+using namespace zyolo;
+
+namespace {
+
+// A minimal actor: answers STATS with "pong" until $TERM.
+void pong(zmq::context_t&, zmq::socket_ref pipe) {
+  signal_ready(pipe);
+  for (;;) {
+    auto m = recv_pipe(pipe);
+    if (!m || m->command == PipeCommand::Term) return;
+    if (m->command == PipeCommand::Stats) send_pipe(pipe, PipeCommand::Stats, text_frames({"pong"}));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("an actor starts and stops a thousand times") {
+  zmq::context_t ctx = make_context();
+  for (int i = 0; i < 1000; ++i) {
+    Actor a(ctx, "pong", pong);
+    send_pipe(a.pipe(), PipeCommand::Stats);
+    auto reply = recv_pipe(a.pipe());
+    REQUIRE(reply.ok());
+    REQUIRE(reply->command == PipeCommand::Stats);
+    REQUIRE(to_string(reply->args.at(0)) == "pong");
+  }
+}
+
+TEST_CASE("the broker actor starts and stops a thousand times on the same endpoints") {
+  zmq::context_t ctx = make_context();
+  Config config = default_config();
+  validate(config);
+  for (int i = 0; i < 1000; ++i) {
+    Actor b(ctx, "broker", [config](zmq::context_t& c, zmq::socket_ref p) { broker(c, p, config); });
+  }
+  // Each one unbound its endpoints on the way out, so a plain socket can bind them now.
+  zmq::socket_t s(ctx, zmq::socket_type::router);
+  CHECK_NOTHROW(s.bind(config.frontend()));
+}
+
+TEST_CASE("workers and clients start and stop many times") {
+  zmq::context_t ctx = make_context();
+  Config config = default_config();
+  validate(config);
+  Actor b(ctx, "broker", [config](zmq::context_t& c, zmq::socket_ref p) { broker(c, p, config); });
+  for (int i = 0; i < 200; ++i) {
+    Actor w(ctx, "worker", [config](zmq::context_t& c, zmq::socket_ref p) { worker(c, p, config, "w"); });
+    Actor cl(ctx, "client", [config](zmq::context_t& c, zmq::socket_ref p) { client(c, p, config, "c", 1); });
+    auto done = recv_pipe(cl.pipe());  // RECORDS, then DONE
+    while (done.ok() && done->command == PipeCommand::Records) done = recv_pipe(cl.pipe());
+    REQUIRE(done.ok());
+    REQUIRE(done->command == PipeCommand::Done);
+  }
+}
+
+TEST_CASE("a failure before $READY is an ActorError carrying the actor's words") {
+  zmq::context_t ctx = make_context();
+  auto failing = [](zmq::context_t&, zmq::socket_ref) { throw std::runtime_error("model missing"); };
+  try {
+    Actor a(ctx, "doomed", failing);
+    FAIL("the constructor returned");
+  } catch (const ActorError& e) {
+    CHECK(std::string(e.what()) == "doomed: model missing");
+  }
+  // A broker whose endpoint is taken fails the same way, naming the endpoint's error.
+  Config config = default_config();
+  validate(config);
+  zmq::socket_t squatter(ctx, zmq::socket_type::router);
+  squatter.bind(config.frontend());
+  CHECK_THROWS_AS(Actor(ctx, "broker", [config](zmq::context_t& c, zmq::socket_ref p) { broker(c, p, config); }),
+                  ActorError);
+}
+
+TEST_CASE("a failure after $READY arrives on the pipe as $ERROR") {
+  zmq::context_t ctx = make_context();
+  Actor a(ctx, "late", [](zmq::context_t&, zmq::socket_ref pipe) {
+    signal_ready(pipe);
+    throw std::runtime_error("lost the plot");
+  });
+  auto m = recv_pipe(a.pipe());
+  REQUIRE(m.ok());
+  CHECK(m->command == PipeCommand::Error);
+  CHECK(to_string(m->args.at(0)) == "lost the plot");
+}
