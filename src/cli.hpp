@@ -6,7 +6,7 @@ namespace zyolo {
 // Exit codes of the zyolo binary.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitUnclean = 1,      // the run finished but lost requests, duplicated or mismatched replies
+  kExitUnclean = 1,      // run: lost, duplicated or mismatched requests; detect: an image failed
   kExitUsage = 2,        // bad flag, bad config, missing file
   kExitStartup = 3,      // an actor could not start (endpoint in use, model missing, ...)
   kExitInterrupted = 130,

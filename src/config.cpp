@@ -92,6 +92,17 @@ std::vector<Key> known_keys() {
                     [](Config& c) -> long& { return c.broker.max_message_bytes; }, 1024,
                     kMaxInt),
       text("worker.model", [](Config& c) -> std::string& { return c.worker.model; }),
+      text("worker.auto_models", [](Config& c) -> std::string& { return c.worker.auto_models; }),
+      text("worker.family", [](Config& c) -> std::string& { return c.worker.family; }),
+      number("worker.conf_threshold",
+             [](Config& c) -> double& { return c.worker.conf_threshold; }, 0, 1),
+      number("worker.nms_threshold", [](Config& c) -> double& { return c.worker.nms_threshold; },
+             0.01, 1),
+      integer<int>("worker.input_size", [](Config& c) -> int& { return c.worker.input_size; }, 0,
+                   8192),
+      text("worker.names", [](Config& c) -> std::string& { return c.worker.names; }),
+      integer<int>("worker.cv_threads", [](Config& c) -> int& { return c.worker.cv_threads; }, 0,
+                   256),
       number("worker.service_ms", [](Config& c) -> double& { return c.worker.service_ms; }, 0,
              3'600'000),
       integer<int>("worker.reconnect_initial_ms",
@@ -104,6 +115,9 @@ std::vector<Key> known_keys() {
                    86'400'000),
       integer<int>("client.payload_bytes",
                    [](Config& c) -> int& { return c.client.payload_bytes; }, 0, 64 << 20),
+      text("client.images", [](Config& c) -> std::string& { return c.client.images; }),
+      text("client.save_detections",
+           [](Config& c) -> std::string& { return c.client.save_detections; }),
   };
 }
 
@@ -123,6 +137,14 @@ void apply_table(Config& config, const toml::table& table, const std::string& pr
     if (std::string why = key->store(config, node); !why.empty())
       throw ConfigError(fmt::format("{}: key '{}' {}", source, name, why));
   }
+}
+
+// Requests and duration are alternatives: a source that sets one switches the other off.
+void settle_run_length(Config& config, const toml::table& table) {
+  const bool requests = static_cast<bool>(table.at_path("run.requests"));
+  const bool duration = static_cast<bool>(table.at_path("run.duration_s"));
+  if (requests && !duration) config.run.duration_s = 0;
+  if (duration && !requests) config.run.requests = 0;
 }
 
 }  // namespace
@@ -154,6 +176,7 @@ void apply_toml(Config& config, std::string_view toml_text, const std::string& s
     throw ConfigError(fmt::format("{}:{}:{}: {}", source, at.line, at.column, e.description()));
   }
   apply_table(config, table, "", known_keys(), source);
+  settle_run_length(config, table);
 }
 
 void apply_toml_file(Config& config, const std::string& path) {
@@ -166,6 +189,19 @@ void apply_toml_file(Config& config, const std::string& path) {
     throw ConfigError(fmt::format("{}:{}:{}: {}", path, at.line, at.column, e.description()));
   }
   apply_table(config, table, "", known_keys(), path);
+  settle_run_length(config, table);
+}
+
+void validate_worker(const Config& config) {
+  if (config.worker.model.empty()) throw ConfigError("worker.model (--model) must not be empty");
+  const auto& f = config.worker.family;
+  if (f != "auto" && f != "yolov8" && f != "yolov5" && f != "yolox" && f != "darknet")
+    throw ConfigError(fmt::format(
+        "worker.family (--family) must be auto, yolov8, yolov5, yolox or darknet, not '{}'", f));
+  if (config.worker.input_size % 32 != 0)
+    throw ConfigError("worker.input_size (--input-size) must be 0 or a multiple of 32");
+  if (config.worker.reconnect_max_ms < config.worker.reconnect_initial_ms)
+    throw ConfigError("worker.reconnect_max_ms must be >= worker.reconnect_initial_ms");
 }
 
 void validate(Config& config) {
@@ -181,9 +217,7 @@ void validate(Config& config) {
   if (config.run.service.empty() || config.run.service.size() > 255 ||
       config.run.service.starts_with("mmi."))
     throw ConfigError("run.service must be 1..255 bytes and must not start with 'mmi.'");
-  if (config.worker.model.empty()) throw ConfigError("worker.model (--model) must not be empty");
-  if (config.worker.reconnect_max_ms < config.worker.reconnect_initial_ms)
-    throw ConfigError("worker.reconnect_max_ms must be >= worker.reconnect_initial_ms");
+  validate_worker(config);
   if (config.client.deadline_ms < config.client.timeout_ms)
     throw ConfigError("client.deadline_ms must be >= client.timeout_ms");
   if (config.frontend().empty() || config.backend().empty())

@@ -33,7 +33,13 @@ struct BrokerConfig {
 };
 
 struct WorkerConfig {
-  std::string model;
+  std::string model;        // a path, "none" or "auto"
+  std::string auto_models;  // ':'-separated candidates for "auto"
+  std::string family;
+  double conf_threshold = 0, nms_threshold = 0;
+  int input_size = 0;
+  std::string names;
+  int cv_threads = 0;
   double service_ms = 0;
   int reconnect_initial_ms = 0;
   int reconnect_max_ms = 0;
@@ -43,6 +49,8 @@ struct ClientConfig {
   int timeout_ms = 0;
   int deadline_ms = 0;
   int payload_bytes = 0;
+  std::string images;  // a folder of .jpg/.png, or "" for synthesised images
+  std::string save_detections;  // a JSON Lines file for every answered request's detections
 };
 
 struct Config {
@@ -71,7 +79,9 @@ void apply_toml(Config& config, std::string_view toml, const std::string& source
 // Overlays the TOML file at `path`. Throws ConfigError if it is missing or bad.
 void apply_toml_file(Config& config, const std::string& path);
 
-// Checks cross-field rules and ranges; throws ConfigError naming the offending key.
+// Checks cross-field rules and ranges of a whole run; throws ConfigError naming the key.
 void validate(Config& config);
+// The same for the [worker] keys alone (what `zyolo detect` uses).
+void validate_worker(const Config& config);
 
 }  // namespace zyolo

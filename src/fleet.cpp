@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <optional>
 
@@ -43,8 +44,8 @@ class SignalFd {
   int fd_ = -1;
 };
 
-// Asks an actor for its STATS and waits up to `timeout` for the answer.
-std::optional<nlohmann::json> ask_stats(Actor& actor, milliseconds timeout) {
+// Asks an actor for its STATS and waits up to `timeout` for the answer's frames.
+std::optional<Frames> ask(Actor& actor, milliseconds timeout) {
   if (!send_pipe(actor.pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait))
     return std::nullopt;
   const auto deadline = Clock::now() + timeout;
@@ -53,10 +54,18 @@ std::optional<nlohmann::json> ask_stats(Actor& actor, milliseconds timeout) {
     zmq::poll(&item, 1, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
     if (!(item.revents & ZMQ_POLLIN)) break;
     auto m = recv_pipe(actor.pipe());
-    if (m && m->command == PipeCommand::Stats && !m->args.empty())
-      return nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
+    if (m && m->command == PipeCommand::Stats && !m->args.empty()) return std::move(m->args);
   }
   return std::nullopt;
+}
+
+// The JSON counters of an actor's STATS answer.
+std::optional<nlohmann::json> ask_stats(Actor& actor, milliseconds timeout) {
+  auto frames = ask(actor, timeout);
+  if (!frames) return std::nullopt;
+  auto j = nlohmann::json::parse((*frames)[0].to_string_view(), nullptr, false);
+  if (j.is_discarded()) return std::nullopt;
+  return j;
 }
 
 int64_t now_us() {
@@ -75,6 +84,12 @@ class Supervisor {
     report_.model = config_.worker.model;
     report_.transport = config_.run.transport;
     report_.service = config_.run.service;
+    if (!config_.client.save_detections.empty()) {
+      detections_out_.open(config_.client.save_detections);
+      if (!detections_out_)
+        throw std::runtime_error("--save-detections " + config_.client.save_detections +
+                                 ": cannot write");
+    }
     start_ = Clock::now();
     start_us_ = now_us();
     start_actors();
@@ -144,6 +159,8 @@ class Supervisor {
     if (!m) return 0;
     if (m->command == PipeCommand::Records && !m->args.empty()) {
       if (auto records = unpack_records(m->args[0])) sink_.add(static_cast<uint32_t>(i), *records);
+    } else if (m->command == PipeCommand::Detections && !m->args.empty()) {
+      detections_out_ << m->args[0].to_string_view();
     } else if (m->command == PipeCommand::Done && !m->args.empty()) {
       add_totals(nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false));
       client_done_[i] = true;
@@ -168,11 +185,21 @@ class Supervisor {
   void add_row(Clock::time_point now) {
     TimelineRow row;
     row.t = std::chrono::duration<double>(now - start_).count();
-    if (auto s = ask_stats(*broker_, milliseconds(1000))) {
+    if (auto s = broker_stats(milliseconds(1000))) {
       row.workers = s->value("workers", 0L);
       row.queue = s->value("queue", 0L);
     }
     report_.timeline.push_back(row);
+  }
+
+  // The broker's counters; the queue waits that come with them go to the record sink.
+  std::optional<nlohmann::json> broker_stats(milliseconds timeout) {
+    auto frames = ask(*broker_, timeout);
+    if (!frames || frames->size() < 2) return std::nullopt;
+    sink_.add_queue_waits((*frames)[1]);
+    auto j = nlohmann::json::parse((*frames)[0].to_string_view(), nullptr, false);
+    if (j.is_discarded()) return std::nullopt;
+    return j;
   }
 
   void draw_progress(Clock::time_point now) {
@@ -201,7 +228,7 @@ class Supervisor {
       report_.workers.push_back(share);
     }
     workers_.clear();
-    if (auto s = ask_stats(*broker_, milliseconds(2000))) report_.broker = *s;
+    if (auto s = broker_stats(milliseconds(2000))) report_.broker = *s;
     broker_.reset();
   }
 
@@ -218,6 +245,8 @@ class Supervisor {
       if (!m) continue;
       if (m->command == PipeCommand::Records && !m->args.empty()) {
         if (auto r = unpack_records(m->args[0])) sink_.add(static_cast<uint32_t>(i), *r);
+      } else if (m->command == PipeCommand::Detections && !m->args.empty()) {
+        detections_out_ << m->args[0].to_string_view();
       } else if ((m->command == PipeCommand::Stats || m->command == PipeCommand::Done) &&
                  !m->args.empty()) {
         return nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
@@ -235,6 +264,7 @@ class Supervisor {
   std::vector<bool> client_done_;
   RecordSink sink_;
   Report report_;
+  std::ofstream detections_out_;  // --save-detections: only this thread writes it
   Clock::time_point start_;
   int64_t start_us_ = 0;
 };

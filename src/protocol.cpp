@@ -6,8 +6,30 @@
 #include <cstring>
 #include <zmq_addon.hpp>
 
+#if defined(__SANITIZE_THREAD__)
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+#endif
+
 namespace zyolo {
 namespace {
+
+// Under TSan: the sender releases each frame's buffer, the receiver acquires it.
+void handing_over(Frames& frames) {
+#if defined(__SANITIZE_THREAD__)
+  for (auto& f : frames) __tsan_release(f.data());
+#else
+  (void)frames;
+#endif
+}
+
+void taking_over(Frames& frames) {
+#if defined(__SANITIZE_THREAD__)
+  for (auto& f : frames) __tsan_acquire(f.data());
+#else
+  (void)frames;
+#endif
+}
 
 zmq::message_t frame(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
 
@@ -95,7 +117,8 @@ bool valid_id(std::string_view id) {
   return !id.empty() && id.size() <= kMaxIdBytes && printable(id);
 }
 
-constexpr std::string_view kPipeNames[] = {"$READY", "$ERROR", "$TERM", "STATS", "RECORDS", "DONE"};
+constexpr std::string_view kPipeNames[] = {"$READY", "$ERROR", "$TERM",     "STATS",
+                                           "RECORDS", "DONE",   "DETECTIONS"};
 
 }  // namespace
 
@@ -242,15 +265,29 @@ std::string peek_request_id(const Frames& body) {
   return valid_id(id) ? std::string(id) : std::string();
 }
 
+bool send_frames(zmq::socket_ref socket, Frames& frames, zmq::send_flags flags) {
+  handing_over(frames);
+  return zmq::send_multipart(socket, frames, flags).has_value();
+}
+
+std::optional<Frames> recv_frames(zmq::socket_ref socket, zmq::recv_flags flags) {
+  Frames frames;
+  if (!zmq::recv_multipart(socket, std::back_inserter(frames), flags)) return std::nullopt;
+  taking_over(frames);
+  return frames;
+}
+
 bool send_pipe(zmq::socket_ref pipe, PipeCommand c, Frames args, zmq::send_flags flags) {
   Frames f;
   f.push_back(frame(kPipeNames[static_cast<int>(c)]));
-  return zmq::send_multipart(pipe, concat(std::move(f), std::move(args)), flags).has_value();
+  Frames all = concat(std::move(f), std::move(args));
+  return send_frames(pipe, all, flags);
 }
 
 Decoded<PipeMessage> recv_pipe(zmq::socket_ref pipe) {
-  Frames frames;
-  if (!zmq::recv_multipart(pipe, std::back_inserter(frames)) || frames.empty()) return Fault::Empty;
+  auto received = recv_frames(pipe);
+  if (!received || received->empty()) return Fault::Empty;
+  Frames& frames = *received;
   const auto name = frames[0].to_string_view();
   for (int i = 0; i < static_cast<int>(std::size(kPipeNames)); ++i) {
     if (name != kPipeNames[i]) continue;

@@ -74,6 +74,18 @@ class Decoded {
   std::variant<T, Fault> v_;
 };
 
+// --- socket I/O ---------------------------------------------------------------------------------
+
+// Sends every frame of `frames` as one message; returns false when it could not be sent now
+// (EAGAIN with dontwait). Every zyolo socket sends through here.
+bool send_frames(zmq::socket_ref socket, Frames& frames,
+                 zmq::send_flags flags = zmq::send_flags::none);
+// Receives one whole message; nothing when none is waiting (with dontwait). Every zyolo socket
+// receives through here. Under ThreadSanitizer these two declare the happens-before edge that a
+// message hand-off is (libzmq, not instrumented, makes it invisible to TSan otherwise).
+std::optional<Frames> recv_frames(zmq::socket_ref socket,
+                                  zmq::recv_flags flags = zmq::recv_flags::none);
+
 // --- MDP client side ---------------------------------------------------------------------------
 
 // A client request as the broker's ROUTER sees it, or a reply as a client's DEALER sees it.
@@ -155,6 +167,7 @@ enum class PipeCommand {
   Stats,    // parent -> actor: report; actor -> parent: [JSON]
   Records,  // client -> parent: [packed ClientRecord array]
   Done,     // client -> parent: [JSON totals] all its requests have ended
+  Detections,  // client -> parent: [JSON lines] detections of answered requests (--save-detections)
 };
 
 struct PipeMessage {
@@ -169,6 +182,8 @@ struct ClientRecord {
   uint32_t latency_us;  // from first send to the answer (or to the deadline)
   uint16_t status;      // the reply's status, or 504 when the deadline passed
   uint16_t retries;     // resends after a timeout
+  // Stage times the worker reported (YOLO workers), microseconds: decode, pre, inference, post.
+  uint32_t stage_us[4];
 };
 
 // Sends a pipe command; with dontwait, returns false instead of blocking when it cannot be sent.

@@ -18,7 +18,21 @@ double percentile_ms(const std::vector<uint32_t>& sorted_us, double p) {
   return sorted_us[rank - 1] / 1000.0;
 }
 
+Percentiles percentiles(std::vector<uint32_t> us) {
+  std::sort(us.begin(), us.end());
+  return {percentile_ms(us, 50), percentile_ms(us, 90), percentile_ms(us, 99),
+          us.empty() ? 0 : us.back() / 1000.0};
+}
+
+constexpr const char* kStageNames[] = {"decode", "pre", "inference", "post"};
+
 }  // namespace
+
+void RecordSink::add_queue_waits(const zmq::message_t& blob) {
+  const auto n = blob.size() / sizeof(uint32_t);
+  const auto* p = static_cast<const uint32_t*>(blob.data());
+  queue_waits_us_.insert(queue_waits_us_.end(), p, p + n);
+}
 
 void RecordSink::add(uint32_t client, const std::vector<ClientRecord>& records) {
   for (const auto& r : records) {
@@ -28,7 +42,7 @@ void RecordSink::add(uint32_t client, const std::vector<ClientRecord>& records) 
 }
 
 void RecordSink::finish(Report& report, int64_t start_us, int interval_ms) const {
-  std::vector<uint32_t> latencies;
+  std::vector<uint32_t> latencies, stages[4];
   std::set<std::pair<uint32_t, uint32_t>> seen;
   for (const auto& e : records_) {
     // One request must end once: a second record of the same request is a duplicate delivery.
@@ -40,6 +54,9 @@ void RecordSink::finish(Report& report, int64_t start_us, int interval_ms) const
     if (e.record.status == 200) {
       ++report.answered;
       latencies.push_back(e.record.latency_us);
+      const auto& st = e.record.stage_us;
+      if (st[0] || st[1] || st[2] || st[3])
+        for (int i = 0; i < 4; ++i) stages[i].push_back(st[i]);
     } else {
       ++report.errors;
       ++report.errors_by_status[e.record.status];
@@ -54,6 +71,9 @@ void RecordSink::finish(Report& report, int64_t start_us, int interval_ms) const
   report.p99_ms = percentile_ms(latencies, 99);
   report.max_ms = latencies.empty() ? 0 : latencies.back() / 1000.0;
   report.lost = report.sent - report.answered - report.errors;
+  if (!queue_waits_us_.empty()) report.stages_ms["queue_wait"] = percentiles(queue_waits_us_);
+  for (int i = 0; i < 4; ++i)
+    if (!stages[i].empty()) report.stages_ms[kStageNames[i]] = percentiles(std::move(stages[i]));
   report.throughput_rps = report.elapsed_s > 0 ? report.answered / report.elapsed_s : 0;
 }
 
@@ -62,6 +82,9 @@ nlohmann::json to_json(const Report& r) {
   for (const auto& [status, n] : r.errors_by_status) errors_by_status[std::to_string(status)] = n;
   nlohmann::json workers = nlohmann::json::array();
   for (const auto& w : r.workers) workers.push_back({{"id", w.id}, {"served", w.served}});
+  nlohmann::json stages = nlohmann::json::object();
+  for (const auto& [name, p] : r.stages_ms)
+    stages[name] = {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}};
   nlohmann::json timeline = nlohmann::json::array();
   for (const auto& row : r.timeline)
     timeline.push_back(
@@ -77,6 +100,7 @@ nlohmann::json to_json(const Report& r) {
         {"duplicates_dropped", r.duplicates_dropped}, {"retries", r.retries},
         {"mismatched", r.mismatched}, {"errors_by_status", errors_by_status}}},
       {"latency_ms", {{"p50", r.p50_ms}, {"p90", r.p90_ms}, {"p99", r.p99_ms}, {"max", r.max_ms}}},
+      {"stages_ms", stages},
       {"throughput_rps", r.throughput_rps},
       {"workers", workers},
       {"timeline", timeline},
@@ -99,6 +123,12 @@ std::string summary_text(const Report& r) {
   s += fmt::format("  throughput {:.0f} requests/s over {:.2f} s\n", r.throughput_rps, r.elapsed_s);
   s += fmt::format("  latency ms p50 {:.2f}  p90 {:.2f}  p99 {:.2f}  max {:.2f}\n", r.p50_ms,
                    r.p90_ms, r.p99_ms, r.max_ms);
+  for (const char* stage : {"queue_wait", "decode", "pre", "inference", "post"}) {
+    auto it = r.stages_ms.find(stage);
+    if (it == r.stages_ms.end()) continue;
+    s += fmt::format("  {:<10} ms p50 {:.2f}  p90 {:.2f}  p99 {:.2f}  max {:.2f}\n", stage,
+                     it->second.p50, it->second.p90, it->second.p99, it->second.max);
+  }
   long served = 0;
   for (const auto& w : r.workers) served += w.served;
   s += "  workers   ";

@@ -18,6 +18,10 @@ struct TimelineRow {
   long queue = 0;     // requests waiting at the broker
 };
 
+struct Percentiles {
+  double p50 = 0, p90 = 0, p99 = 0, max = 0;
+};
+
 struct WorkerShare {
   std::string id;
   long served = 0;
@@ -35,6 +39,9 @@ struct Report {
   long duplicates_delivered = 0, duplicates_dropped = 0, retries = 0, mismatched = 0;
   std::map<int, long> errors_by_status;
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, throughput_rps = 0;
+  // Per-stage times of answered requests, ms: queue_wait (at the broker, every run) and, with a
+  // YOLO model, decode, pre, inference and post (as the workers measured them).
+  std::map<std::string, Percentiles> stages_ms;
   std::vector<WorkerShare> workers;
   std::vector<TimelineRow> timeline;
   nlohmann::json broker;               // the broker's own counters at the end
@@ -48,6 +55,8 @@ struct Report {
 class RecordSink {
  public:
   void add(uint32_t client, const std::vector<ClientRecord>& records);
+  // Queue waits the broker measured, as its STATS blob of uint32 microseconds.
+  void add_queue_waits(const zmq::message_t& blob);
   void finish(Report& report, int64_t start_us, int interval_ms) const;
   long count() const { return static_cast<long>(records_.size()); }
   long answered() const { return answered_; }
@@ -58,6 +67,7 @@ class RecordSink {
     ClientRecord record;
   };
   std::vector<Entry> records_;
+  std::vector<uint32_t> queue_waits_us_;
   long answered_ = 0;
 };
 

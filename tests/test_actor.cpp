@@ -51,6 +51,7 @@ TEST_CASE("the broker actor starts and stops a thousand times on the same endpoi
 TEST_CASE("workers and clients start and stop many times") {
   zmq::context_t ctx = make_context();
   Config config = default_config();
+  config.worker.model = "none";
   validate(config);
   Actor b(ctx, "broker", [config](zmq::context_t& c, zmq::socket_ref p) { broker(c, p, config); });
   for (int i = 0; i < 200; ++i) {

@@ -1,1 +1,272 @@
+// The broker over real sockets: opened with protocol violations (each counted, answered or
+// dropped), then checked to still serve; mmi.service; LRU; the bounded queue; expiry and re-queue.
 #include <doctest/doctest.h>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <zmq_addon.hpp>
+
+#include "actor.hpp"
+#include "actors.hpp"
+#include "protocol.hpp"
+
+using namespace zyolo;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A broker actor on inproc endpoints, and raw peers to poke it with. Raw workers heartbeat only
+// when they read, so tests that are not about expiry keep the default 1 s interval.
+struct Bench {
+  explicit Bench(int heartbeat_ms = 1000) : heartbeat_ms_(heartbeat_ms) {}
+  int heartbeat_ms_;
+  zmq::context_t ctx = make_context();
+  Config config = [this] {
+    Config c = default_config();
+    c.run.transport = "inproc";
+    c.worker.model = "none";
+    c.broker.heartbeat_ms = heartbeat_ms_;
+    c.broker.liveness = 3;
+    c.broker.max_queue = 2;
+    validate(c);
+    return c;
+  }();
+  Actor broker{ctx, "broker", [c = config](zmq::context_t& x, zmq::socket_ref p) { zyolo::broker(x, p, c); }};
+
+  zmq::socket_t peer(const std::string& routing_id, bool to_backend) {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::routing_id, routing_id);
+    s.connect(to_backend ? config.backend() : config.frontend());
+    return s;
+  }
+
+  nlohmann::json stats() {
+    send_pipe(broker.pipe(), PipeCommand::Stats);
+    auto m = recv_pipe(broker.pipe());
+    REQUIRE(m.ok());
+    REQUIRE(m->command == PipeCommand::Stats);
+    return nlohmann::json::parse(m->args.at(0).to_string_view());
+  }
+};
+
+void send(zmq::socket_t& s, Frames f) { REQUIRE(send_frames(s, f)); }
+
+// The next message on `s` within `timeout` (a bound for a broken broker, never a pacing sleep).
+std::optional<Frames> recv(zmq::socket_t& s, std::chrono::milliseconds timeout = 5000ms) {
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  zmq::poll(&item, 1, timeout);
+  if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
+  return recv_frames(s);
+}
+
+// The next worker-protocol message that is not a HEARTBEAT; heartbeats are answered, as a live
+// worker does.
+std::optional<WorkerMessage> recv_command(zmq::socket_t& worker) {
+  for (;;) {
+    auto f = recv(worker);
+    if (!f) return std::nullopt;
+    auto m = decode_from_broker(std::move(*f));
+    REQUIRE(m.ok());
+    if (m->command != Command::Heartbeat) return std::move(m.value());
+    send(worker, encode_worker_command(Command::Heartbeat));
+  }
+}
+
+// Asks mmi.service about `service`; returns "200", "404" or "501".
+std::string mmi(zmq::socket_t& client, const std::string& query, const std::string& service) {
+  send(client, encode_client_request(query, text_frames({service})));
+  auto f = recv(client);
+  REQUIRE(f.has_value());
+  auto m = decode_client_reply(std::move(*f));
+  REQUIRE(m.ok());
+  CHECK(m->service == query);
+  return to_string(m->body.at(0));
+}
+
+Frames request(const std::string& id, const std::string& service = "yolo") {
+  return encode_client_request(service, encode_app_request(id, "", zmq::message_t(id.data(), id.size())));
+}
+
+std::string cmd(Command c) { return std::string(1, static_cast<char>(c)); }
+
+}  // namespace
+
+TEST_CASE("a broker opened with client-side protocol violations drops and counts them, then serves") {
+  Bench b;
+  auto client = b.peer("client-1", false);
+  send(client, text_frames({""}));                              // a lone empty frame
+  send(client, text_frames({"hello"}));                         // no delimiter
+  send(client, text_frames({"", "MDPC02", "yolo", "x"}));       // wrong protocol version
+  send(client, text_frames({"", "MDPW01", "yolo", "x"}));       // the worker protocol, on the wrong side
+  send(client, text_frames({"", "MDPC01"}));                    // no service
+  send(client, text_frames({"", "MDPC01", ""}));                // empty service
+  Frames many = text_frames({"", "MDPC01", "yolo"});
+  for (std::size_t i = 0; i < kMaxBodyFrames + 1; ++i) many.emplace_back();
+  send(client, std::move(many));                                // too many frames
+  // Messages on one connection are handled in order: this answer comes after all of the above.
+  CHECK(mmi(client, "mmi.service", "yolo") == "404");
+  auto s = b.stats();
+  CHECK(s["malformed"] == 7);
+  CHECK(s["faults"]["wrong protocol header"] == 3);  // "" alone has no header either
+  CHECK(s["faults"]["too many frames"] == 1);
+  CHECK(s["requests"] == 0);
+
+  // Still serving: a real worker actor registers and a real request is answered.
+  Actor w(b.ctx, "worker", [c = b.config](zmq::context_t& x, zmq::socket_ref p) { worker(x, p, c, "w0"); });
+  send(client, request("c1-1"));
+  auto f = recv(client);
+  REQUIRE(f.has_value());
+  auto m = decode_client_reply(std::move(*f));
+  REQUIRE(m.ok());
+  auto reply = decode_app_reply(std::move(m->body));
+  REQUIRE(reply.ok());
+  CHECK(reply->id == "c1-1");
+  CHECK(reply->status == 200);
+  CHECK(reply->payload.to_string_view() == "c1-1");
+}
+
+TEST_CASE("a broker opened with worker-side protocol violations disconnects or drops, then serves") {
+  Bench b;
+  auto stranger = b.peer("stranger", true);
+  send(stranger, encode_worker_command(Command::Heartbeat));  // HEARTBEAT before READY
+  auto m = recv_command(stranger);
+  REQUIRE(m.has_value());
+  CHECK(m->command == Command::Disconnect);
+  send(stranger, encode_worker_reply(zmq::message_t(std::string("nobody")), text_frames({"x"})));
+  m = recv_command(stranger);  // REPLY from an unknown worker
+  REQUIRE(m.has_value());
+  CHECK(m->command == Command::Disconnect);
+
+  auto twice = b.peer("twice", true);
+  send(twice, encode_worker_ready("yolo"));
+  send(twice, encode_worker_ready("yolo"));  // READY twice: a protocol error
+  m = recv_command(twice);
+  REQUIRE(m.has_value());
+  CHECK(m->command == Command::Disconnect);
+
+  auto noisy = b.peer("noisy", true);
+  send(noisy, text_frames({"", "MDPW01", "\x09"}));                     // unknown command
+  send(noisy, text_frames({"", "MDPW01", cmd(Command::Request), "c", "", "x"}));  // REQUEST is the broker's
+  send(noisy, text_frames({"", "MDPW09", cmd(Command::Ready), "yolo"}));  // wrong header
+  send(noisy, text_frames({"", "MDPW01", cmd(Command::Ready), "mmi.x"}));  // reserved service
+  m = recv_command(noisy);
+  REQUIRE(m.has_value());
+  CHECK(m->command == Command::Disconnect);
+
+  auto client = b.peer("client", false);
+  CHECK(mmi(client, "mmi.service", "yolo") == "404");  // nobody registered for good
+  auto s = b.stats();
+  CHECK(s["unknown_worker"] == 2);
+  CHECK(s["protocol_errors"] == 2);
+  CHECK(s["faults"]["unknown command"] == 2);
+  CHECK(s["faults"]["wrong protocol header"] == 1);
+  CHECK(s["workers"] == 0);
+
+  // A well-behaved raw worker now registers and serves.
+  auto good = b.peer("good", true);
+  send(good, encode_worker_ready("yolo"));
+  CHECK(mmi(client, "mmi.service", "yolo") == "200");
+  send(client, request("c-1"));
+  m = recv_command(good);
+  REQUIRE(m.has_value());
+  REQUIRE(m->command == Command::Request);
+  send(good, encode_worker_reply(std::move(m->client), encode_app_reply("c-1", 200, "{}")));
+  auto f = recv(client);
+  REQUIRE(f.has_value());
+  auto reply = decode_client_reply(std::move(*f));
+  REQUIRE(reply.ok());
+  CHECK(decode_app_reply(std::move(reply->body))->id == "c-1");
+}
+
+TEST_CASE("mmi: 200 for a service with workers, 404 without, 501 for other mmi.* names") {
+  Bench b;
+  auto client = b.peer("c", false);
+  CHECK(mmi(client, "mmi.service", "yolo") == "404");
+  auto w = b.peer("w", true);
+  send(w, encode_worker_ready("yolo"));
+  CHECK(mmi(client, "mmi.service", "yolo") == "200");
+  CHECK(mmi(client, "mmi.service", "other") == "404");
+  CHECK(mmi(client, "mmi.echo", "yolo") == "501");
+  send(w, encode_worker_command(Command::Disconnect));
+  CHECK(mmi(client, "mmi.service", "yolo") == "404");
+}
+
+TEST_CASE("idle workers are served least recently used first") {
+  Bench b;
+  auto w1 = b.peer("w1", true), w2 = b.peer("w2", true);
+  auto client = b.peer("c", false);
+  send(w1, encode_worker_ready("yolo"));
+  CHECK(mmi(client, "mmi.service", "yolo") == "200");  // w1 is registered before w2
+  send(w2, encode_worker_ready("yolo"));
+  for (int round = 0; round < 3; ++round) {
+    for (auto* w : {&w1, &w2}) {
+      const std::string id = fmt::format("c-{}", round);
+      send(client, request(id));
+      auto m = recv_command(*w);  // the one idle longest gets it
+      REQUIRE(m.has_value());
+      REQUIRE(m->command == Command::Request);
+      send(*w, encode_worker_reply(std::move(m->client), encode_app_reply(id, 200, "{}")));
+      REQUIRE(recv(client).has_value());
+    }
+  }
+}
+
+TEST_CASE("a full queue answers 503 at once") {
+  Bench b;  // max_queue 2, no workers
+  auto client = b.peer("c", false);
+  send(client, request("c-1"));
+  send(client, request("c-2"));
+  send(client, request("c-3"));
+  auto f = recv(client);
+  REQUIRE(f.has_value());
+  auto m = decode_client_reply(std::move(*f));
+  REQUIRE(m.ok());
+  auto reply = decode_app_reply(std::move(m->body));
+  REQUIRE(reply.ok());
+  CHECK(reply->id == "c-3");
+  CHECK(reply->status == 503);
+  auto s = b.stats();
+  CHECK(s["queue"] == 2);
+  CHECK(s["rejected_busy"] == 1);
+}
+
+TEST_CASE("a silent worker expires and the request it held is re-queued to another") {
+  Bench b(100);  // heartbeat 100 ms, liveness 3: expiry after 300 ms of silence
+  auto silent = b.peer("silent", true);
+  auto client = b.peer("c", false);
+  send(silent, encode_worker_ready("yolo"));
+  CHECK(mmi(client, "mmi.service", "yolo") == "200");
+  send(client, request("c-1"));
+  auto m = recv_command(silent);
+  REQUIRE(m.has_value());
+  REQUIRE(m->command == Command::Request);
+  // It never answers and never heartbeats. A second worker joins; the request must reach it
+  // once the first is expired (about 300 ms), and the answer must reach the client.
+  auto helper = b.peer("helper", true);
+  send(helper, encode_worker_ready("yolo"));
+  m = recv_command(helper);
+  REQUIRE(m.has_value());
+  REQUIRE(m->command == Command::Request);
+  CHECK(decode_app_request(std::move(m->body))->id == "c-1");
+  send(helper, encode_worker_reply(std::move(m->client), encode_app_reply("c-1", 200, "{}")));
+  REQUIRE(recv(client).has_value());
+  auto s = b.stats();
+  CHECK(s["expired"] == 1);
+  CHECK(s["requeued"] == 1);
+  // The expired worker's late reply is from an unknown worker now: DISCONNECT, not delivered.
+  send(silent, encode_worker_reply(zmq::message_t(std::string("c")), encode_app_reply("c-1", 200, "{}")));
+  bool told = false;
+  while (auto f = recv(silent)) {
+    auto d = decode_from_broker(std::move(*f));
+    if (d.ok() && d->command == Command::Disconnect) {
+      told = true;
+      break;
+    }
+  }
+  CHECK(told);
+  CHECK_FALSE(recv(client, 200ms).has_value());  // and the client saw it only once
+}

@@ -1,1 +1,151 @@
+// The zyolo binary as a user runs it: the reference command with --report, --help, and
+// every kind of bad flag or config file, each a clear error naming it with a non-zero exit.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+using namespace std::string_literals;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs the zyolo binary with `args` (shell words), capturing its exit code, stdout and stderr.
+Result zyolo(const std::string& args) {
+  const std::string tmp = "/tmp/zyolo-test-cli-" + std::to_string(::getpid());
+  const std::string cmd = std::string(ZYOLO_BINARY) + " " + args + " >" + tmp + ".out 2>" + tmp + ".err";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(tmp + ".out");
+  r.err = slurp(tmp + ".err");
+  std::remove((tmp + ".out").c_str());
+  std::remove((tmp + ".err").c_str());
+  return r;
+}
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+struct TempFile {
+  std::string path;
+  TempFile(const std::string& name, const std::string& text)
+      : path("/tmp/zyolo-test-" + std::to_string(::getpid()) + "-" + name) {
+    std::ofstream(path) << text;
+  }
+  ~TempFile() { std::remove(path.c_str()); }
+};
+
+}  // namespace
+
+TEST_CASE("zyolo run --clients 8 --workers 3 --requests 3000 --model none --report r.json") {
+  const std::string report = "/tmp/zyolo-test-cli-report-" + std::to_string(::getpid()) + ".json";
+  auto r = zyolo("run --clients 8 --workers 3 --requests 3000 --model none --report " + report);
+  INFO(r.out, r.err);
+  REQUIRE(r.code == 0);
+  CHECK(has(r.out, "answered 3000"));
+  CHECK(has(r.out, "lost 0"));
+  auto j = nlohmann::json::parse(slurp(report));
+  std::remove(report.c_str());
+  CHECK(j["requests"]["sent"] == 3000);
+  CHECK(j["requests"]["answered"] == 3000);
+  CHECK(j["requests"]["errors"] == 0);
+  CHECK(j["requests"]["lost"] == 0);
+  CHECK(j["requests"]["duplicates_delivered"] == 0);
+  CHECK(j["requests"].contains("duplicates_dropped"));
+  CHECK(j["requests"].contains("retries"));
+  for (auto key : {"p50", "p90", "p99", "max"}) CHECK(j["latency_ms"][key].is_number());
+  CHECK(j["throughput_rps"].get<double>() > 0);
+  REQUIRE(j["workers"].size() == 3);
+  for (const auto& w : j["workers"]) {
+    CAPTURE(w.dump());
+    CHECK(w["served"].get<long>() >= 800);
+    CHECK(w["served"].get<long>() <= 1200);
+    CHECK(w["id"].is_string());
+  }
+  REQUIRE(j["timeline"].size() >= 1);
+  long answered = 0;
+  for (const auto& row : j["timeline"]) {
+    for (auto key : {"t", "answered", "workers", "queue"}) CHECK(row.contains(key));
+    answered += row["answered"].get<long>();
+  }
+  CHECK(answered == 3000);
+}
+
+TEST_CASE("--help lists the run flags and exits 0") {
+  auto r = zyolo("run --help");
+  CHECK(r.code == 0);
+  for (auto flag : {"--clients", "--workers", "--requests", "--duration", "--model", "--service-ms", "--config", "--report"})
+    CHECK(has(r.out, flag));
+  CHECK(zyolo("--help").code == 0);
+}
+
+TEST_CASE("bad flags are usage errors that name the flag") {
+  auto r = zyolo("run --clientz 3");
+  CHECK(r.code == 2);
+  CHECK(has(r.err + r.out, "--clientz"));
+  r = zyolo("run --clients 0");
+  CHECK(r.code == 2);
+  CHECK(has(r.err + r.out, "--clients"));
+  r = zyolo("run --workers many");
+  CHECK(r.code == 2);
+  CHECK(has(r.err + r.out, "--workers"));
+  r = zyolo("run --transport udp");
+  CHECK(r.code == 2);
+  CHECK(has(r.err + r.out, "--transport"));
+  r = zyolo("");
+  CHECK(r.code == 2);
+  r = zyolo("run --model none --requests 10 --report /nonexistent/dir/r.json");
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "/nonexistent/dir/r.json"));
+}
+
+TEST_CASE("bad config files are errors that name the file and the key") {
+  auto r = zyolo("run --config /nonexistent/zyolo.toml");
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "/nonexistent/zyolo.toml"));
+
+  TempFile unknown("unknown.toml", "[broker]\nheartbeat = 5\n");
+  r = zyolo("run --config " + unknown.path);
+  CHECK(r.code == 2);
+  CHECK(has(r.err, unknown.path));
+  CHECK(has(r.err, "unknown key 'broker.heartbeat'"));
+
+  TempFile bad("bad.toml", "[client]\ndeadline_ms = -5\n");
+  r = zyolo("run --config " + bad.path);
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "client.deadline_ms"));
+
+  TempFile broken("broken.toml", "[run\n");
+  r = zyolo("run --config " + broken.path);
+  CHECK(r.code == 2);
+  CHECK(has(r.err, broken.path));
+}
+
+TEST_CASE("a config file sets values and flags override it") {
+  TempFile cfg("good.toml", "[run]\nclients = 2\nworkers = 1\nrequests = 50\n[worker]\nmodel = \"none\"\n");
+  auto r = zyolo("run --quiet --config " + cfg.path);
+  INFO(r.out, r.err);
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "2 clients, 1 workers"));
+  CHECK(has(r.out, "answered 50 "));
+  r = zyolo("run --quiet --config " + cfg.path + " --workers 2 --requests 30");
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "2 clients, 2 workers"));
+  CHECK(has(r.out, "answered 30 "));
+}

@@ -41,7 +41,7 @@ TEST_CASE("the defaults are config/default.toml's") {
   CHECK(c.run.service == "yolo");
   CHECK(c.broker.heartbeat_ms == 1000);
   CHECK(c.broker.liveness == 3);
-  CHECK(c.worker.model == "none");
+  CHECK(c.worker.model == "auto");
   CHECK(c.client.deadline_ms >= c.client.timeout_ms);
   validate(c);
   CHECK(c.run.transport == ZYOLO_DEFAULT_TRANSPORT);
@@ -58,6 +58,16 @@ TEST_CASE("a TOML overlay changes only the keys it sets") {
   validate(c);
   CHECK(c.frontend() == c.endpoints.tcp_frontend);
   CHECK(c.backend() == c.endpoints.tcp_backend);
+}
+
+TEST_CASE("requests and duration are alternatives: setting one switches the other off") {
+  Config c = default_config();
+  apply_toml(c, "[run]\nrequests = 50\n", "overlay");
+  CHECK(c.run.requests == 50);
+  CHECK(c.run.duration_s == 0);
+  apply_toml(c, "[run]\nduration_s = 2.5\n", "overlay");
+  CHECK(c.run.duration_s == 2.5);
+  CHECK(c.run.requests == 0);
 }
 
 TEST_CASE("bad configuration is an error that names the key and the source") {

@@ -1,1 +1,139 @@
+// Whole fleets in this process: the reference run, Lazy Pirate retries with duplicates
+// dropped, deadlines, duration mode, and the same fleet over ipc and tcp.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <numeric>
+
+#include "fleet.hpp"
+
+using namespace zyolo;
+
+namespace {
+
+Config base(int clients, int workers, long requests) {
+  Config c = default_config();
+  c.run.clients = clients;
+  c.run.workers = workers;
+  c.run.requests = requests;
+  c.run.duration_s = 0;
+  c.run.transport = "inproc";
+  c.worker.model = "none";
+  return c;
+}
+
+// A TCP port that is free on loopback right now.
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+long timeline_answered(const Report& r) {
+  return std::accumulate(r.timeline.begin(), r.timeline.end(), 0L,
+                         [](long n, const TimelineRow& row) { return n + row.answered; });
+}
+
+}  // namespace
+
+TEST_CASE("8 clients, 3 workers, 3000 requests: all answered once, shares even") {
+  Config c = base(8, 3, 3000);
+  validate(c);
+  Report r = run_fleet(c);
+  CHECK(r.sent == 3000);
+  CHECK(r.answered == 3000);
+  CHECK(r.errors == 0);
+  CHECK(r.lost == 0);
+  CHECK(r.duplicates_delivered == 0);
+  CHECK(r.mismatched == 0);
+  REQUIRE(r.workers.size() == 3);
+  long served = 0;
+  for (const auto& w : r.workers) {
+    CAPTURE(w.id);
+    CHECK(w.served >= 800);
+    CHECK(w.served <= 1200);
+    served += w.served;
+  }
+  CHECK(served == 3000);
+  CHECK(timeline_answered(r) == 3000);
+  CHECK(r.p50_ms <= r.p90_ms);
+  CHECK(r.p90_ms <= r.p99_ms);
+  CHECK(r.p99_ms <= r.max_ms);
+  CHECK(r.throughput_rps > 0);
+  CHECK(r.broker["requests"] == 3000);
+  CHECK(r.broker["replies"] == 3000);
+}
+
+TEST_CASE("Lazy Pirate: a slow worker makes clients retry; the broker drops retries of pending requests") {
+  Config c = base(1, 1, 4);
+  c.worker.service_ms = 150;  // longer than the client's timeout
+  c.client.timeout_ms = 60;
+  c.client.deadline_ms = 20000;
+  validate(c);
+  Report r = run_fleet(c);
+  CHECK(r.answered == 4);
+  CHECK(r.lost == 0);
+  CHECK(r.retries > 0);
+  // Each retry found its request still queued or being served, so it cost no second service.
+  CHECK(r.broker["retries_dropped"] == r.retries);
+  CHECK(r.workers.at(0).served == 4);
+  CHECK(r.duplicates_delivered == 0);
+  CHECK(r.mismatched == 0);
+}
+
+TEST_CASE("a request that outlives its deadline ends as an explicit 504 error, not as lost") {
+  Config c = base(2, 1, 4);
+  c.worker.service_ms = 400;
+  c.client.timeout_ms = 100;
+  c.client.deadline_ms = 250;
+  validate(c);
+  Report r = run_fleet(c);
+  CHECK(r.sent == 4);
+  CHECK(r.answered == 0);
+  CHECK(r.errors == 4);
+  CHECK(r.errors_by_status[504] == 4);
+  CHECK(r.lost == 0);
+}
+
+TEST_CASE("--duration runs for the time given and ends every request it started") {
+  Config c = base(3, 2, 0);
+  c.run.duration_s = 0.5;
+  c.run.report_interval_ms = 100;
+  c.worker.service_ms = 1;
+  validate(c);
+  Report r = run_fleet(c);
+  CHECK(r.elapsed_s >= 0.5);
+  CHECK(r.sent > 0);
+  CHECK(r.answered == r.sent);
+  CHECK(r.lost == 0);
+  CHECK(r.timeline.size() >= 5);
+  CHECK(timeline_answered(r) == r.answered);
+  CHECK(r.timeline.front().workers == 2);
+}
+
+TEST_CASE("the same fleet runs unchanged over ipc and tcp") {
+  for (std::string transport : {"ipc", "tcp"}) {
+    CAPTURE(transport);
+    Config c = base(4, 2, 400);
+    c.run.transport = transport;
+    const std::string tag = std::to_string(::getpid());
+    c.endpoints.ipc_frontend = "ipc:///tmp/zyolo-test-" + tag + "-f.ipc";
+    c.endpoints.ipc_backend = "ipc:///tmp/zyolo-test-" + tag + "-b.ipc";
+    c.endpoints.tcp_frontend = "tcp://127.0.0.1:" + std::to_string(free_port());
+    c.endpoints.tcp_backend = "tcp://127.0.0.1:" + std::to_string(free_port());
+    validate(c);
+    Report r = run_fleet(c);
+    CHECK(r.transport == transport);
+    CHECK(r.answered == 400);
+    CHECK(r.lost == 0);
+    CHECK(r.duplicates_delivered == 0);
+  }
+}

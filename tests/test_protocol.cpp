@@ -213,13 +213,14 @@ TEST_CASE("random garbage never crashes a decoder") {
 }
 
 TEST_CASE("client records pack and unpack; a torn blob is refused") {
-  std::vector<ClientRecord> records = {{1, 0, 10, 200, 0}, {2, 1, 20, 504, 3}};
+  std::vector<ClientRecord> records = {{1, 0, 10, 200, 0, {1, 2, 3, 4}}, {2, 1, 20, 504, 3, {}}};
   auto blob = pack_records(records);
   auto back = unpack_records(blob);
   REQUIRE(back.has_value());
   REQUIRE(back->size() == 2);
   CHECK((*back)[1].status == 504);
   CHECK((*back)[1].retries == 3);
+  CHECK((*back)[0].stage_us[3] == 4);
   zmq::message_t torn(blob.data(), blob.size() - 1);
   CHECK_FALSE(unpack_records(torn).has_value());
 }

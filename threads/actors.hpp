@@ -20,9 +20,14 @@ namespace zyolo {
 // STATS JSON: workers, idle, queue, requests, replies, rejected_busy, requeued, expired, ...
 void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
 
+// Actors take a settled model: config.worker.model is a model path or "none", never "auto"
+// (resolve_model in src/models.hpp settles it before any actor starts).
+//
 // MDP/0.1 worker `id` serving config.run.service: connects to config.backend(), heartbeats,
-// reconnects with back-off when the broker is gone. With model "none" it echoes the payload after
-// config.worker.service_ms. STATS JSON: id, served, reconnects, faults.
+// reconnects with back-off when the broker is gone. With a model it loads it BEFORE it registers
+// (so nothing is routed to a worker still loading) and answers each image with its detections;
+// with model "none" it echoes the payload after config.worker.service_ms.
+// STATS JSON: id, served, bad_requests, errors, reconnects, malformed.
 void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id);
 
 // Synchronous client `id`: sends `requests` requests (or, with config.run.duration_s, as many as

@@ -5,11 +5,15 @@
 // Any message from an unknown worker but READY is answered with DISCONNECT (that is how workers
 // learn that the broker restarted). READY from a known worker is a protocol error: DISCONNECT.
 // A worker silent for liveness x heartbeat is expired; a request it held is re-queued once.
+// A client's Lazy Pirate retry of a request that is still queued or held (same routing id, same
+// request id) is dropped: the answer already on its way reaches the client's new socket, since
+// the frontend hands a routing id over to the newest connection.
 #include <chrono>
 #include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <zmq_addon.hpp>
 
 #include "actor.hpp"
@@ -25,6 +29,8 @@ using std::chrono::milliseconds;
 struct Request {
   zmq::message_t client;  // the client's routing id
   Frames body;
+  std::string key;        // client routing id + request id; empty when the body has no id
+  Clock::time_point queued_at;
   int requeues = 0;
 };
 
@@ -43,7 +49,7 @@ struct Service {
 
 struct Counters {
   long requests = 0, replies = 0, rejected_busy = 0, requeued = 0, expired = 0, abandoned = 0;
-  long unroutable = 0, unknown_worker = 0, protocol_errors = 0, mmi = 0;
+  long unroutable = 0, unknown_worker = 0, protocol_errors = 0, mmi = 0, retries_dropped = 0;
   long faults[kFaultCount] = {};
 };
 
@@ -99,25 +105,36 @@ class Broker {
     if (!m || m->command == PipeCommand::Term) {
       terminated_ = true;
     } else if (m->command == PipeCommand::Stats) {
-      send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+      // [JSON counters][queue waits since the last STATS, uint32 microseconds each]
+      Frames reply = text_frames({stats().dump()});
+      reply.emplace_back(waits_us_.data(), waits_us_.size() * sizeof(uint32_t));
+      waits_us_.clear();
+      send_pipe(pipe_, PipeCommand::Stats, std::move(reply));
     }
   }
 
   void on_frontend() {
-    Frames frames;
-    if (!zmq::recv_multipart(frontend_, std::back_inserter(frames), zmq::recv_flags::dontwait))
-      return;
-    auto m = decode_client_request(std::move(frames));
+    auto frames = recv_frames(frontend_, zmq::recv_flags::dontwait);
+    if (!frames) return;
+    auto m = decode_client_request(std::move(*frames));
     if (!m) return count(m.fault());  // cannot be answered in its own protocol: dropped
     if (m->service.starts_with("mmi.")) return on_mmi(m.value());
     ++n_.requests;
+    const std::string id = peek_request_id(m->body);
+    std::string key = id.empty() ? std::string() : to_string(m->sender) + '\0' + id;
+    if (!key.empty() && pending_.count(key)) {
+      ++n_.retries_dropped;  // already queued or being served: its answer will come
+      return;
+    }
     auto& service = services_[m->service];
     if (service.requests.size() >= max_queue_) {
       ++n_.rejected_busy;
-      auto body = encode_app_reply(peek_request_id(m->body), 503, R"({"error":"queue full"})");
+      auto body = encode_app_reply(id, 503, R"({"error":"queue full"})");
       return to_client(m->sender, m->service, std::move(body));
     }
-    service.requests.push_back({std::move(m->sender), std::move(m->body)});
+    if (!key.empty()) pending_.insert(key);
+    service.requests.push_back(
+        {std::move(m->sender), std::move(m->body), std::move(key), Clock::now()});
     dispatch(m->service);
   }
 
@@ -138,10 +155,9 @@ class Broker {
   }
 
   void on_backend() {
-    Frames frames;
-    if (!zmq::recv_multipart(backend_, std::back_inserter(frames), zmq::recv_flags::dontwait))
-      return;
-    auto m = decode_from_worker(std::move(frames));
+    auto frames = recv_frames(backend_, zmq::recv_flags::dontwait);
+    if (!frames) return;
+    auto m = decode_from_worker(std::move(*frames));
     if (!m) return count(m.fault());
     const std::string id = to_string(m->peer);
     auto it = workers_.find(id);
@@ -163,6 +179,7 @@ class Broker {
           ++n_.protocol_errors;
           return;
         }
+        pending_.erase(w.held->key);
         w.held.reset();
         ++n_.replies;
         to_client(m->client, w.service, std::move(m->body));
@@ -209,6 +226,8 @@ class Broker {
         remove_worker(id);
         continue;
       }
+      waits_us_.push_back(static_cast<uint32_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - r.queued_at).count()));
       w.held = std::move(r);
     }
   }
@@ -243,6 +262,7 @@ class Broker {
         service.requests.push_front(std::move(*held));
       } else {
         ++n_.abandoned;  // its client's retry will bring it back
+        pending_.erase(held->key);
       }
     }
     const std::string name = it->second.service;
@@ -261,7 +281,7 @@ class Broker {
   // Sends to a ROUTER peer; false when the peer is gone or cannot take more.
   static bool route(zmq::socket_t& socket, Frames frames) {
     try {
-      return zmq::send_multipart(socket, frames, zmq::send_flags::dontwait).has_value();
+      return send_frames(socket, frames, zmq::send_flags::dontwait);
     } catch (const zmq::error_t& e) {
       if (e.num() == EHOSTUNREACH) return false;
       throw;
@@ -291,6 +311,7 @@ class Broker {
             {"expired", n_.expired}, {"abandoned", n_.abandoned},
             {"unroutable", n_.unroutable}, {"unknown_worker", n_.unknown_worker},
             {"protocol_errors", n_.protocol_errors}, {"mmi", n_.mmi},
+            {"retries_dropped", n_.retries_dropped},
             {"malformed", malformed}, {"faults", faults}, {"services", services}};
   }
 
@@ -303,6 +324,8 @@ class Broker {
   bool terminated_ = false;
   std::map<std::string, WorkerEntry> workers_;
   std::map<std::string, Service> services_;
+  std::set<std::string> pending_;  // keys of requests queued or held by a worker
+  std::vector<uint32_t> waits_us_;  // queue waits of requests dispatched since the last STATS
   Counters n_;
 };
 

@@ -13,6 +13,7 @@
 
 #include "actor.hpp"
 #include "actors.hpp"
+#include "images.hpp"
 #include "protocol.hpp"
 
 namespace zyolo {
@@ -32,6 +33,10 @@ class Client {
     // A routing id unique to this client across processes and hosts, kept over reconnects.
     std::random_device rd;
     routing_id_ = fmt::format("{}-{:08x}", id_, rd());
+    if (!config.client.images.empty())
+      images_ = load_images(config.client.images);
+    else if (yolo_)
+      images_ = synthesize_images(3, static_cast<unsigned>(std::hash<std::string>{}(id_)));
     connect();
   }
 
@@ -59,10 +64,15 @@ class Client {
   // Sends one request and waits for its answer, resending on timeout, until its deadline.
   void one_request() {
     const std::string rid = fmt::format("{}-{}", id_, sent_);
+    const Image* image = images_.empty() ? nullptr : &images_[sent_ % images_.size()];
     ++sent_;
-    // The payload carries the id, so an echo proves the reply belongs to this request.
-    std::string payload = rid;
-    payload.resize(std::max<std::size_t>(rid.size(), config_.client.payload_bytes), '.');
+    std::string payload;
+    if (image) {
+      payload = image->bytes;
+    } else {  // the payload carries the id, so an echo proves the reply belongs to this request
+      payload = rid;
+      payload.resize(std::max<std::size_t>(rid.size(), config_.client.payload_bytes), '.');
+    }
     const auto first = Clock::now();
     const auto deadline = first + milliseconds(config_.client.deadline_ms);
     uint16_t retries = 0;
@@ -76,11 +86,12 @@ class Client {
       zmq::poll(items, 2, std::max(milliseconds(0), wait + milliseconds(1)));
       if (items[0].revents & ZMQ_POLLIN) on_pipe();
       if (items[1].revents & ZMQ_POLLIN) {
-        if (auto status = take_reply(rid, payload)) return finish(first, *status, retries);
+        if (auto reply = take_reply(rid, payload))
+          return finish(first, reply->status, retries, &reply.value(), image);
       }
       const auto now = Clock::now();
       if (now >= flush_at_) flush();
-      if (now >= deadline) return finish(first, 504, retries);
+      if (now >= deadline) return finish(first, 504, retries, nullptr, image);
       if (now >= timeout_at) {  // Lazy Pirate: a new socket, the same request
         ++retries;
         ++reconnects_;
@@ -94,15 +105,14 @@ class Client {
   void send_request(const std::string& rid, const std::string& payload) {
     auto frames = encode_client_request(
         config_.run.service, encode_app_request(rid, "", zmq::message_t(payload)));
-    (void)zmq::send_multipart(*socket_, frames, zmq::send_flags::dontwait);
+    (void)send_frames(*socket_, frames, zmq::send_flags::dontwait);
   }
 
-  // Reads one reply; returns its status if it answers request `rid`, nothing otherwise.
-  std::optional<int> take_reply(const std::string& rid, const std::string& payload) {
-    Frames frames;
-    if (!zmq::recv_multipart(*socket_, std::back_inserter(frames), zmq::recv_flags::dontwait))
-      return std::nullopt;
-    auto m = decode_client_reply(std::move(frames));
+  // Reads one reply; returns it if it answers request `rid`, nothing otherwise.
+  std::optional<AppReply> take_reply(const std::string& rid, const std::string& payload) {
+    auto frames = recv_frames(*socket_, zmq::recv_flags::dontwait);
+    if (!frames) return std::nullopt;
+    auto m = decode_client_reply(std::move(*frames));
     if (!m) {
       ++malformed_;
       return std::nullopt;
@@ -116,25 +126,47 @@ class Client {
       ++late_;
       return std::nullopt;
     }
-    if (reply->status == 200 && config_.worker.model == "none" &&
-        reply->payload.to_string_view() != payload)
+    if (reply->status == 200 && !yolo_ && reply->payload.to_string_view() != payload)
       ++mismatched_;
-    return reply->status;
+    return std::move(reply.value());
   }
 
-  void finish(Clock::time_point first, int status, uint16_t retries) {
+  // Records how request number sent_-1 ended; for YOLO answers, its stage times and detections.
+  void finish(Clock::time_point first, int status, uint16_t retries, const AppReply* reply,
+              const Image* image) {
     const auto now = Clock::now();
-    records_.push_back(
-        {std::chrono::duration_cast<microseconds>(now.time_since_epoch()).count(),
-         static_cast<uint32_t>(sent_ - 1),
-         static_cast<uint32_t>(std::chrono::duration_cast<microseconds>(now - first).count()),
-         static_cast<uint16_t>(status), retries});
+    ClientRecord r{std::chrono::duration_cast<microseconds>(now.time_since_epoch()).count(),
+                   static_cast<uint32_t>(sent_ - 1),
+                   static_cast<uint32_t>(std::chrono::duration_cast<microseconds>(now - first).count()),
+                   static_cast<uint16_t>(status), retries, {0, 0, 0, 0}};
+    if (reply && status == 200 && yolo_) {
+      const auto j = nlohmann::json::parse(reply->json, nullptr, false);
+      if (j.is_object() && j.contains("times_ms")) {
+        const auto& t = j["times_ms"];
+        const char* stages[] = {"decode", "pre", "inference", "post"};
+        for (int i = 0; i < 4; ++i)
+          r.stage_us[i] = static_cast<uint32_t>(t.value(stages[i], 0.0) * 1000.0);
+      }
+      if (save_ && j.is_object())
+        detections_.push_back(nlohmann::json{{"id", reply->id},
+                                             {"image", image ? image->name : ""},
+                                             {"worker", j.value("worker", "")},
+                                             {"detections", j.value("detections", nlohmann::json::array())}}
+                                  .dump());
+    }
+    records_.push_back(r);
     if (now >= flush_at_) flush();
   }
 
   void flush() {
     if (!records_.empty()) send_pipe(pipe_, PipeCommand::Records, single_frame(pack_records(records_)));
     records_.clear();
+    if (!detections_.empty()) {
+      std::string lines;
+      for (const auto& d : detections_) lines += d + "\n";
+      send_pipe(pipe_, PipeCommand::Detections, text_frames({lines}));
+    }
+    detections_.clear();
     flush_at_ = Clock::now() + kFlushEvery;
   }
 
@@ -159,8 +191,12 @@ class Client {
   const Config& config_;
   std::string id_, routing_id_;
   long requests_;
+  const bool yolo_ = config_.worker.model != "none";
+  const bool save_ = !config_.client.save_detections.empty();
+  std::vector<Image> images_;  // empty: a synthetic payload that carries the request id
   std::optional<zmq::socket_t> socket_;
   std::vector<ClientRecord> records_;
+  std::vector<std::string> detections_;  // JSON lines waiting for the next flush
   Clock::time_point flush_at_;
   bool terminated_ = false;
   long sent_ = 0, late_ = 0, mismatched_ = 0, malformed_ = 0, reconnects_ = 0;

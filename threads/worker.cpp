@@ -13,6 +13,8 @@
 
 #include "actor.hpp"
 #include "actors.hpp"
+#include "detector.hpp"
+#include "models.hpp"
 #include "protocol.hpp"
 
 namespace zyolo {
@@ -28,6 +30,8 @@ class Worker {
         heartbeat_(config.broker.heartbeat_ms),
         silence_(config.broker.heartbeat_ms * config.broker.liveness),
         backoff_(config.worker.reconnect_initial_ms) {
+    if (config.worker.model != "none")  // load first: READY must mean ready to serve
+      detector_.emplace(detector_options(config, config.worker.model));
     connect();
   }
 
@@ -84,8 +88,9 @@ class Worker {
     if (!m || m->command == PipeCommand::Term) {
       terminated_ = true;
     } else if (m->command == PipeCommand::Stats) {
-      nlohmann::json j = {{"id", id_}, {"served", served_}, {"reconnects", reconnects_},
-                          {"malformed", malformed_}, {"bad_requests", bad_requests_}};
+      nlohmann::json j = {{"id", id_}, {"service", config_.run.service}, {"served", served_},
+                          {"reconnects", reconnects_}, {"malformed", malformed_},
+                          {"bad_requests", bad_requests_}, {"errors", errors_}};
       send_pipe(pipe_, PipeCommand::Stats, text_frames({j.dump()}));
     }
   }
@@ -100,12 +105,11 @@ class Worker {
   }
 
   void on_broker() {
-    Frames frames;
-    if (!zmq::recv_multipart(*socket_, std::back_inserter(frames), zmq::recv_flags::dontwait))
-      return;
+    auto frames = recv_frames(*socket_, zmq::recv_flags::dontwait);
+    if (!frames) return;
     heard_at_ = Clock::now();
     backoff_ = milliseconds(config_.worker.reconnect_initial_ms);
-    auto m = decode_from_broker(std::move(frames));
+    auto m = decode_from_broker(std::move(*frames));
     if (!m) {
       ++malformed_;
       return;
@@ -125,21 +129,56 @@ class Worker {
     Frames reply;
     if (!request) {
       ++bad_requests_;
-      const std::string error = fmt::format(R"({{"error":"{}","worker":"{}"}})",
-                                            fault_name(request.fault()), id_);
-      reply = encode_app_reply("-", 400, error);
+      reply = encode_app_reply("-", 400, error_json(fault_name(request.fault())));
+    } else if (detector_) {
+      reply = detect(request.value());
     } else {
       if (config_.worker.service_ms > 0)  // simulated work: the thread is busy, as inference is
         std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(config_.worker.service_ms));
       ++served_;
-      const std::string json = fmt::format(R"({{"worker":"{}"}})", id_);
+      const std::string json = fmt::format(R"({{"worker":"{}","service":"{}"}})", id_, config_.run.service);
       reply = encode_app_reply(request->id, 200, json, std::move(request->payload));
     }
     send(encode_worker_reply(std::move(m.client), std::move(reply)));
   }
 
+  // Decodes the image and detects: 200 with detections and stage times, 400 when the payload is
+  // not an image, 500 when inference fails. The worker goes on serving either way.
+  Frames detect(AppRequest& request) {
+    using Ms = std::chrono::duration<double, std::milli>;
+    StageTimes times;
+    const auto t0 = Clock::now();
+    cv::Mat image = decode_image(request.payload.data(), request.payload.size());
+    times.decode_ms = Ms(Clock::now() - t0).count();
+    if (image.empty()) {
+      ++bad_requests_;
+      return encode_app_reply(request.id, 400, error_json("not a decodable image"));
+    }
+    try {
+      const auto detections = detector_->detect(image, &times);
+      ++served_;
+      nlohmann::json j = {
+          {"worker", id_},
+          {"service", config_.run.service},
+          {"width", image.cols},
+          {"height", image.rows},
+          {"detections", nlohmann::json::parse(detections_to_json(detections))},
+          {"times_ms",
+           {{"decode", times.decode_ms}, {"pre", times.pre_ms}, {"inference", times.infer_ms},
+            {"post", times.post_ms}}}};
+      return encode_app_reply(request.id, 200, j.dump());
+    } catch (const cv::Exception& e) {
+      ++errors_;
+      return encode_app_reply(request.id, 500, error_json(e.what()));
+    }
+  }
+
+  std::string error_json(std::string_view what) const {
+    return nlohmann::json{{"error", what}, {"worker", id_}, {"service", config_.run.service}}.dump();
+  }
+
   void send(Frames frames) {
-    (void)zmq::send_multipart(*socket_, frames, zmq::send_flags::dontwait);
+    (void)send_frames(*socket_, frames, zmq::send_flags::dontwait);
   }
 
   zmq::context_t& ctx_;
@@ -147,10 +186,11 @@ class Worker {
   const Config& config_;
   std::string id_;
   milliseconds heartbeat_, silence_, backoff_;
+  std::optional<Detector> detector_;  // nothing: the echo worker
   std::optional<zmq::socket_t> socket_;
   Clock::time_point heard_at_, heartbeat_at_;
   bool terminated_ = false;
-  long served_ = 0, reconnects_ = 0, malformed_ = 0, bad_requests_ = 0;
+  long served_ = 0, reconnects_ = 0, malformed_ = 0, bad_requests_ = 0, errors_ = 0;
 };
 
 }  // namespace

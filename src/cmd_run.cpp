@@ -1,0 +1,117 @@
+// `zyolo run`: a whole fleet in this process. Precedence: flags > --config FILE > defaults.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+
+#include "cli.hpp"
+#include "commands.hpp"
+#include "config.hpp"
+#include "fleet.hpp"
+#include "images.hpp"
+#include "models.hpp"
+
+#include <opencv2/core/utility.hpp>
+
+namespace zyolo {
+namespace {
+
+// Flags of `zyolo run`; each one that was given overrides its config key.
+struct RunFlags {
+  std::string config_file, report_file, transport, model, family, images, save_detections;
+  int clients = 0, workers = 0, input_size = 0, cv_threads = 0;
+  long requests = 0;
+  double duration = 0, service_ms = 0, conf = 0, nms = 0;
+  bool quiet = false;
+};
+
+// Overrides `config` with every flag the user gave.
+void apply_flags(Config& config, const CLI::App& run, const RunFlags& f) {
+  auto given = [&](const char* name) { return run.count(name) > 0; };
+  if (given("--clients")) config.run.clients = f.clients;
+  if (given("--workers")) config.run.workers = f.workers;
+  if (given("--requests")) {
+    config.run.requests = f.requests;
+    if (!given("--duration")) config.run.duration_s = 0;
+  }
+  if (given("--duration")) {
+    config.run.duration_s = f.duration;
+    if (!given("--requests")) config.run.requests = 0;
+  }
+  if (given("--transport")) config.run.transport = f.transport;
+  if (given("--model")) config.worker.model = f.model;
+  if (given("--service-ms")) config.worker.service_ms = f.service_ms;
+  if (given("--family")) config.worker.family = f.family;
+  if (given("--conf")) config.worker.conf_threshold = f.conf;
+  if (given("--nms")) config.worker.nms_threshold = f.nms;
+  if (given("--input-size")) config.worker.input_size = f.input_size;
+  if (given("--cv-threads")) config.worker.cv_threads = f.cv_threads;
+  if (given("--images")) config.client.images = f.images;
+  if (given("--save-detections")) config.client.save_detections = f.save_detections;
+}
+
+int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
+  Config config = default_config();
+  if (!flags.config_file.empty()) apply_toml_file(config, flags.config_file);
+  apply_flags(config, run, flags);
+  validate(config);
+  // Settle the model now, so every worker gets a path or "none", and errors come before threads.
+  const ModelChoice model = resolve_model(config);
+  if (!model.note.empty()) fmt::print(stderr, "{}\n", model.note);
+  config.worker.model = model.detector ? model.detector->model_path : "none";
+  if (!config.client.images.empty()) (void)load_images(config.client.images);  // checks it
+  cv::setNumThreads(config.worker.cv_threads);  // process-wide: once, before any worker starts
+  // Fail on an unwritable output before the run, not after it.
+  std::ofstream report_out;
+  if (!flags.report_file.empty()) {
+    report_out.open(flags.report_file);
+    if (!report_out) throw ConfigError(fmt::format("--report {}: cannot write", flags.report_file));
+  }
+  if (!config.client.save_detections.empty() && !std::ofstream(config.client.save_detections))
+    throw ConfigError(
+        fmt::format("--save-detections {}: cannot write", config.client.save_detections));
+  const Report report = run_fleet(config, {.progress = !flags.quiet && isatty(STDERR_FILENO)});
+  fmt::print("{}", summary_text(report));
+  if (report_out) report_out << to_json(report).dump(2) << "\n";
+  if (report.interrupted) return kExitInterrupted;
+  return report.clean() ? kExitOk : kExitUnclean;
+}
+
+}  // namespace
+
+Subcommand add_run_command(CLI::App& root) {
+  auto flags = std::make_shared<RunFlags>();
+  auto& f = *flags;
+  auto* run = root.add_subcommand("run", "Run a whole fleet in this process (threads, one context)");
+  run->add_option("--clients", f.clients, "Client threads (run.clients)")->check(CLI::Range(1, 100000));
+  run->add_option("--workers", f.workers, "Worker threads (run.workers)")->check(CLI::Range(1, 10000));
+  run->add_option("--requests", f.requests, "Requests in all, spread over the clients (run.requests)")
+      ->check(CLI::Range(1L, 1'000'000'000L));
+  run->add_option("--duration", f.duration, "Run for S seconds instead of a request count (run.duration_s)")
+      ->check(CLI::PositiveNumber);
+  run->add_option("--model", f.model,
+                  "A YOLO model (.onnx, or darknet .cfg/.weights), 'none' for echo workers, or "
+                  "'auto' (worker.model)");
+  run->add_option("--family", f.family, "Model family (worker.family)")
+      ->check(CLI::IsMember({"auto", "yolov8", "yolov5", "yolox", "darknet"}));
+  run->add_option("--conf", f.conf, "Confidence threshold (worker.conf_threshold)")->check(CLI::Range(0.0, 1.0));
+  run->add_option("--nms", f.nms, "NMS IoU threshold (worker.nms_threshold)")->check(CLI::Range(0.01, 1.0));
+  run->add_option("--input-size", f.input_size, "Network input size, multiple of 32; 0: the model's (worker.input_size)")
+      ->check(CLI::Range(0, 8192));
+  run->add_option("--cv-threads", f.cv_threads, "OpenCV threads, process-wide (worker.cv_threads)")
+      ->check(CLI::Range(0, 256));
+  run->add_option("--service-ms", f.service_ms, "Simulated service time of echo workers (worker.service_ms)")
+      ->check(CLI::NonNegativeNumber);
+  run->add_option("--images", f.images, "Send every .jpg/.png of this folder, round-robin (client.images)");
+  run->add_option("--save-detections", f.save_detections,
+                  "Write each answered request's detections as JSON Lines (client.save_detections)");
+  run->add_option("--transport", f.transport, "Data-plane transport (run.transport)")
+      ->check(CLI::IsMember({"inproc", "ipc", "tcp"}));
+  run->add_option("--config", f.config_file, "A TOML file overlaying config/default.toml");
+  run->add_option("--report", f.report_file, "Write the report as JSON to this file");
+  run->add_flag("--quiet", f.quiet, "No live progress line");
+  return {run, [run, flags] { return run_fleet_command(*run, *flags); }};
+}
+
+}  // namespace zyolo
