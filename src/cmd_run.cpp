@@ -56,10 +56,16 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   if (!flags.config_file.empty()) apply_toml_file(config, flags.config_file);
   apply_flags(config, run, flags);
   validate(config);
-  // Settle the model now, so every worker gets a path or "none", and errors come before threads.
-  const ModelChoice model = resolve_model(config);
-  if (!model.note.empty()) fmt::print(stderr, "{}\n", model.note);
-  config.worker.model = model.detector ? model.detector->model_path : "none";
+  // Settle each pool's model now, so every worker gets a path or "none" and errors come before
+  // any thread starts.
+  config.pools = config.pools_or_default();
+  for (auto& pool : config.pools) {
+    Config c = config;
+    c.worker.model = pool.model;
+    const ModelChoice model = resolve_model(c);
+    if (!model.note.empty()) fmt::print(stderr, "{}\n", model.note);
+    pool.model = model.detector ? model.detector->model_path : "none";
+  }
   if (!config.client.images.empty()) (void)load_images(config.client.images);  // checks it
   cv::setNumThreads(config.worker.cv_threads);  // process-wide: once, before any worker starts
   // Fail on an unwritable output before the run, not after it.

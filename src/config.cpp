@@ -121,11 +121,48 @@ std::vector<Key> known_keys() {
   };
 }
 
+// Reads [[pools]]: an array of tables with service, model and workers.
+std::vector<PoolConfig> read_pools(const toml::node& node, const std::string& source) {
+  const auto* array = node.as_array();
+  if (!array || !array->is_array_of_tables())
+    throw ConfigError(fmt::format("{}: 'pools' must be an array of tables ([[pools]])", source));
+  std::vector<PoolConfig> pools;
+  for (std::size_t i = 0; i < array->size(); ++i) {
+    const auto& t = *array->get(i)->as_table();
+    const std::string where = fmt::format("{}: pools[{}]", source, i);
+    PoolConfig pool;
+    for (const auto& [k, v] : t) {
+      const std::string_view key = k.str();
+      if (key == "service" && v.is_string()) {
+        pool.service = *v.value<std::string>();
+      } else if (key == "model" && v.is_string()) {
+        pool.model = *v.value<std::string>();
+      } else if (key == "workers" && v.is_integer()) {
+        pool.workers = static_cast<int>(*v.value<int64_t>());
+        if (pool.workers < 1 || pool.workers > 10000)
+          throw ConfigError(fmt::format("{}.workers must be between 1 and 10000", where));
+      } else if (key == "service" || key == "model" || key == "workers") {
+        throw ConfigError(fmt::format("{}.{} has the wrong type", where, key));
+      } else {
+        throw ConfigError(fmt::format("{}: unknown key '{}'", where, key));
+      }
+    }
+    if (pool.service.empty() || pool.model.empty())
+      throw ConfigError(fmt::format("{} needs a service and a model", where));
+    pools.push_back(pool);
+  }
+  return pools;
+}
+
 // Stores every leaf of `table` (dotted prefix `prefix`) into `config`; throws on the first fault.
 void apply_table(Config& config, const toml::table& table, const std::string& prefix,
                  const std::vector<Key>& keys, const std::string& source) {
   for (const auto& [k, node] : table) {
     std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (name == "pools") {
+      config.pools = read_pools(node, source);
+      continue;
+    }
     if (const auto* sub = node.as_table()) {
       apply_table(config, *sub, name, keys, source);
       continue;
@@ -148,6 +185,11 @@ void settle_run_length(Config& config, const toml::table& table) {
 }
 
 }  // namespace
+
+std::vector<PoolConfig> Config::pools_or_default() const {
+  if (!pools.empty()) return pools;
+  return {{run.service, worker.model, run.workers}};
+}
 
 std::string Config::frontend() const {
   if (run.transport == "ipc") return endpoints.ipc_frontend;
@@ -220,6 +262,14 @@ void validate(Config& config) {
   validate_worker(config);
   if (config.client.deadline_ms < config.client.timeout_ms)
     throw ConfigError("client.deadline_ms must be >= client.timeout_ms");
+  for (std::size_t i = 0; i < config.pools.size(); ++i) {
+    const auto& service = config.pools[i].service;
+    if (service.size() > 255 || service.starts_with("mmi."))
+      throw ConfigError(fmt::format("pools[{}].service must be 1..255 bytes, not mmi.*", i));
+    for (std::size_t j = 0; j < i; ++j)
+      if (config.pools[j].service == service)
+        throw ConfigError(fmt::format("pools[{}] and pools[{}] both serve '{}'", j, i, service));
+  }
   if (config.frontend().empty() || config.backend().empty())
     throw ConfigError(fmt::format("endpoints.{}_frontend and _backend must be set", t));
 }

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace zyolo {
 
@@ -53,12 +54,25 @@ struct ClientConfig {
   std::string save_detections;  // a JSON Lines file for every answered request's detections
 };
 
+// One pool of workers: its service name, its model and how many workers.
+struct PoolConfig {
+  std::string service;
+  std::string model;  // a path, "none" or "auto"
+  int workers = 1;
+};
+
 struct Config {
   RunConfig run;
   EndpointConfig endpoints;
   BrokerConfig broker;
   WorkerConfig worker;
   ClientConfig client;
+  // [[pools]]: several worker pools in one fleet. Empty: one pool of run.workers workers serving
+  // run.service with worker.model. Clients spread over the pools' services round-robin.
+  std::vector<PoolConfig> pools;
+
+  // The pools to start: `pools`, or else the one pool of run.service, worker.model, run.workers.
+  std::vector<PoolConfig> pools_or_default() const;
 
   // The frontend (client-facing) and backend (worker-facing) endpoints of the chosen transport.
   std::string frontend() const;

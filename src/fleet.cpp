@@ -80,10 +80,11 @@ class Supervisor {
 
   Report run() {
     report_.clients = config_.run.clients;
-    report_.workers_started = config_.run.workers;
-    report_.model = config_.worker.model;
     report_.transport = config_.run.transport;
-    report_.service = config_.run.service;
+    for (const auto& pool : pools_) {
+      report_.workers_started += pool.workers;
+      report_.pools.push_back({pool.service, pool.model, pool.workers});
+    }
     if (!config_.client.save_detections.empty()) {
       detections_out_.open(config_.client.save_detections);
       if (!detections_out_)
@@ -105,21 +106,34 @@ class Supervisor {
     broker_ = std::make_unique<Actor>(ctx_, "broker", [c](zmq::context_t& ctx, zmq::socket_ref p) {
       broker(ctx, p, c);
     });
-    for (int i = 0; i < c.run.workers; ++i) {
-      std::string id = fmt::format("w{}", i);
-      workers_.push_back(std::make_unique<Actor>(
-          ctx_, "worker-" + id,
-          [c, id](zmq::context_t& ctx, zmq::socket_ref p) { worker(ctx, p, c, id); }));
+    int index = 0;
+    for (const auto& pool : pools_) {
+      const Config wc = for_pool(pool);
+      for (int k = 0; k < pool.workers; ++k) {
+        std::string id = fmt::format("w{}", index++);
+        workers_.push_back(std::make_unique<Actor>(
+            ctx_, "worker-" + id,
+            [wc, id](zmq::context_t& ctx, zmq::socket_ref p) { worker(ctx, p, wc, id); }));
+      }
     }
     const long per = c.run.requests / c.run.clients, extra = c.run.requests % c.run.clients;
     for (int i = 0; i < c.run.clients; ++i) {
       std::string id = fmt::format("c{}", i);
       const long n = per + (i < extra ? 1 : 0);
+      const Config cc = for_pool(pools_[static_cast<std::size_t>(i) % pools_.size()]);
       clients_.push_back(std::make_unique<Actor>(
           ctx_, "client-" + id,
-          [c, id, n](zmq::context_t& ctx, zmq::socket_ref p) { client(ctx, p, c, id, n); }));
+          [cc, id, n](zmq::context_t& ctx, zmq::socket_ref p) { client(ctx, p, cc, id, n); }));
     }
     client_done_.assign(clients_.size(), false);
+  }
+
+  // The configuration an actor of `pool` sees: its service and its model.
+  Config for_pool(const PoolConfig& pool) const {
+    Config c = config_;
+    c.run.service = pool.service;
+    c.worker.model = pool.model;
+    return c;
   }
 
   // Polls the client pipes (and the signal descriptor) until every client is done.
@@ -179,6 +193,8 @@ class Supervisor {
     report_.sent += t.value("sent", 0L);
     report_.duplicates_dropped += t.value("duplicates_dropped", 0L);
     report_.mismatched += t.value("mismatched", 0L);
+    report_.wrong_service += t.value("wrong_service", 0L);
+    report_.answered_by_service[t.value("service", "")] += t.value("answered", 0L);
   }
 
   // One timeline row, with the broker's view of workers and queue.
@@ -220,9 +236,10 @@ class Supervisor {
     }
     clients_.clear();
     for (auto& w : workers_) {
-      WorkerShare share{w->name(), 0};
+      WorkerShare share{w->name(), "", 0};
       if (auto s = ask_stats(*w, milliseconds(10'000))) {
         share.id = s->value("id", w->name());
+        share.service = s->value("service", "");
         share.served = s->value("served", 0L);
       }
       report_.workers.push_back(share);
@@ -256,6 +273,7 @@ class Supervisor {
   }
 
   const Config& config_;
+  const std::vector<PoolConfig> pools_ = config_.pools_or_default();
   FleetOptions options_;
   SignalFd signals_;  // before the context: ZeroMQ's own threads inherit the mask too
   zmq::context_t ctx_ = make_context();

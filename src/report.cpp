@@ -81,7 +81,13 @@ nlohmann::json to_json(const Report& r) {
   nlohmann::json errors_by_status = nlohmann::json::object();
   for (const auto& [status, n] : r.errors_by_status) errors_by_status[std::to_string(status)] = n;
   nlohmann::json workers = nlohmann::json::array();
-  for (const auto& w : r.workers) workers.push_back({{"id", w.id}, {"served", w.served}});
+  for (const auto& w : r.workers)
+    workers.push_back({{"id", w.id}, {"service", w.service}, {"served", w.served}});
+  nlohmann::json pools = nlohmann::json::array();
+  for (const auto& p : r.pools)
+    pools.push_back({{"service", p.service}, {"model", p.model}, {"workers", p.workers},
+                     {"answered", r.answered_by_service.count(p.service)
+                                      ? r.answered_by_service.at(p.service) : 0}});
   nlohmann::json stages = nlohmann::json::object();
   for (const auto& [name, p] : r.stages_ms)
     stages[name] = {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}};
@@ -91,14 +97,14 @@ nlohmann::json to_json(const Report& r) {
         {{"t", row.t}, {"answered", row.answered}, {"workers", row.workers}, {"queue", row.queue}});
   return {
       {"run",
-       {{"clients", r.clients}, {"workers", r.workers_started}, {"model", r.model},
-        {"transport", r.transport}, {"service", r.service}, {"elapsed_s", r.elapsed_s},
-        {"interrupted", r.interrupted}}},
+       {{"clients", r.clients}, {"workers", r.workers_started}, {"pools", pools},
+        {"transport", r.transport}, {"elapsed_s", r.elapsed_s}, {"interrupted", r.interrupted}}},
       {"requests",
        {{"sent", r.sent}, {"answered", r.answered}, {"errors", r.errors}, {"lost", r.lost},
         {"duplicates_delivered", r.duplicates_delivered},
         {"duplicates_dropped", r.duplicates_dropped}, {"retries", r.retries},
-        {"mismatched", r.mismatched}, {"errors_by_status", errors_by_status}}},
+        {"mismatched", r.mismatched}, {"wrong_service", r.wrong_service},
+        {"errors_by_status", errors_by_status}}},
       {"latency_ms", {{"p50", r.p50_ms}, {"p90", r.p90_ms}, {"p99", r.p99_ms}, {"max", r.max_ms}}},
       {"stages_ms", stages},
       {"throughput_rps", r.throughput_rps},
@@ -111,8 +117,11 @@ nlohmann::json to_json(const Report& r) {
 
 std::string summary_text(const Report& r) {
   std::string s;
-  s += fmt::format("zyolo run: {} clients, {} workers, model {}, transport {}{}\n", r.clients,
-                   r.workers_started, r.model, r.transport, r.interrupted ? " (interrupted)" : "");
+  s += fmt::format("zyolo run: {} clients, {} workers, transport {}{}\n", r.clients,
+                   r.workers_started, r.transport, r.interrupted ? " (interrupted)" : "");
+  for (const auto& p : r.pools)
+    s += fmt::format("  service {}: {} workers, model {}, answered {}\n", p.service, p.workers,
+                     p.model, r.answered_by_service.count(p.service) ? r.answered_by_service.at(p.service) : 0);
   s += fmt::format("  requests   sent {}  answered {}  errors {}  lost {}\n", r.sent, r.answered,
                    r.errors, r.lost);
   s += fmt::format("  duplicates delivered {}  dropped {}   retries {}\n", r.duplicates_delivered,
@@ -120,6 +129,7 @@ std::string summary_text(const Report& r) {
   for (const auto& [status, n] : r.errors_by_status)
     s += fmt::format("  errors with status {}: {}\n", status, n);
   if (r.mismatched) s += fmt::format("  MISMATCHED replies: {}\n", r.mismatched);
+  if (r.wrong_service) s += fmt::format("  answers from the WRONG SERVICE: {}\n", r.wrong_service);
   s += fmt::format("  throughput {:.0f} requests/s over {:.2f} s\n", r.throughput_rps, r.elapsed_s);
   s += fmt::format("  latency ms p50 {:.2f}  p90 {:.2f}  p99 {:.2f}  max {:.2f}\n", r.p50_ms,
                    r.p90_ms, r.p99_ms, r.max_ms);

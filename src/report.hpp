@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "config.hpp"
 #include "protocol.hpp"
 
 namespace zyolo {
@@ -24,19 +25,23 @@ struct Percentiles {
 
 struct WorkerShare {
   std::string id;
+  std::string service;
   long served = 0;
 };
 
 struct Report {
   // What ran.
   int clients = 0, workers_started = 0;
-  std::string model, transport, service;
+  std::string transport;
+  std::vector<PoolConfig> pools;  // service, model ("none": echo) and worker count of each
   double elapsed_s = 0;
   bool interrupted = false;
   // Requests: every request sent ends answered (200), as an error (another status, or 504 when
   // its deadline passed), or lost (no end seen: only an interrupted run has any).
   long sent = 0, answered = 0, errors = 0, lost = 0;
   long duplicates_delivered = 0, duplicates_dropped = 0, retries = 0, mismatched = 0;
+  long wrong_service = 0;  // answers from a worker of a service other than the one asked for
+  std::map<std::string, long> answered_by_service;
   std::map<int, long> errors_by_status;
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, throughput_rps = 0;
   // Per-stage times of answered requests, ms: queue_wait (at the broker, every run) and, with a
@@ -47,7 +52,9 @@ struct Report {
   nlohmann::json broker;               // the broker's own counters at the end
   std::vector<std::string> actor_errors;  // what actors said in $ERROR
 
-  bool clean() const { return lost == 0 && duplicates_delivered == 0 && mismatched == 0; }
+  bool clean() const {
+    return lost == 0 && duplicates_delivered == 0 && mismatched == 0 && wrong_service == 0;
+  }
 };
 
 // Folds client records into `report`: counts, percentiles, timeline bins. `start_us` is the

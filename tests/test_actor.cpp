@@ -52,13 +52,25 @@ TEST_CASE("workers and clients start and stop many times") {
   zmq::context_t ctx = make_context();
   Config config = default_config();
   config.worker.model = "none";
+  config.run.duration_s = 0;  // each client sends the one request it is given
+  config.run.requests = 1;
   validate(config);
   Actor b(ctx, "broker", [config](zmq::context_t& c, zmq::socket_ref p) { broker(c, p, config); });
   for (int i = 0; i < 200; ++i) {
     Actor w(ctx, "worker", [config](zmq::context_t& c, zmq::socket_ref p) { worker(c, p, config, "w"); });
     Actor cl(ctx, "client", [config](zmq::context_t& c, zmq::socket_ref p) { client(c, p, config, "c", 1); });
-    auto done = recv_pipe(cl.pipe());  // RECORDS, then DONE
-    while (done.ok() && done->command == PipeCommand::Records) done = recv_pipe(cl.pipe());
+    // RECORDS, then DONE; a request that takes seconds here means one was lost somewhere.
+    Decoded<PipeMessage> done = Fault::Empty;
+    do {
+      zmq::pollitem_t item{cl.pipe().handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(5000));
+      if (!(item.revents & ZMQ_POLLIN)) {
+        send_pipe(b.pipe(), PipeCommand::Stats);
+        auto stats = recv_pipe(b.pipe());
+        FAIL("iteration " << i << ": no answer in 5 s; broker: " << to_string(stats->args.at(0)));
+      }
+      done = recv_pipe(cl.pipe());
+    } while (done.ok() && done->command == PipeCommand::Records);
     REQUIRE(done.ok());
     REQUIRE(done->command == PipeCommand::Done);
   }

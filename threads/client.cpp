@@ -117,6 +117,7 @@ class Client {
       ++malformed_;
       return std::nullopt;
     }
+    const bool other_service = m->service != config_.run.service;
     auto reply = decode_app_reply(std::move(m->body));
     if (!reply) {
       ++malformed_;
@@ -128,6 +129,7 @@ class Client {
     }
     if (reply->status == 200 && !yolo_ && reply->payload.to_string_view() != payload)
       ++mismatched_;
+    if (other_service) ++wrong_service_;
     return std::move(reply.value());
   }
 
@@ -141,6 +143,7 @@ class Client {
                    static_cast<uint16_t>(status), retries, {0, 0, 0, 0}};
     if (reply && status == 200 && yolo_) {
       const auto j = nlohmann::json::parse(reply->json, nullptr, false);
+      if (j.is_object() && j.value("service", "") != config_.run.service) ++wrong_service_;
       if (j.is_object() && j.contains("times_ms")) {
         const auto& t = j["times_ms"];
         const char* stages[] = {"decode", "pre", "inference", "post"};
@@ -150,10 +153,13 @@ class Client {
       if (save_ && j.is_object())
         detections_.push_back(nlohmann::json{{"id", reply->id},
                                              {"image", image ? image->name : ""},
+                                             {"service", config_.run.service},
                                              {"worker", j.value("worker", "")},
+                                             {"worker_service", j.value("service", "")},
                                              {"detections", j.value("detections", nlohmann::json::array())}}
                                   .dump());
     }
+    if (status == 200) ++answered_;
     records_.push_back(r);
     if (now >= flush_at_) flush();
   }
@@ -182,8 +188,11 @@ class Client {
   }
 
   nlohmann::json totals() const {
-    return {{"id", id_}, {"sent", sent_}, {"duplicates_dropped", late_},
-            {"mismatched", mismatched_}, {"malformed", malformed_}, {"reconnects", reconnects_}};
+    return {{"id", id_},           {"service", config_.run.service},
+            {"sent", sent_},       {"answered", answered_},
+            {"duplicates_dropped", late_}, {"mismatched", mismatched_},
+            {"wrong_service", wrong_service_}, {"malformed", malformed_},
+            {"reconnects", reconnects_}};
   }
 
   zmq::context_t& ctx_;
@@ -199,7 +208,8 @@ class Client {
   std::vector<std::string> detections_;  // JSON lines waiting for the next flush
   Clock::time_point flush_at_;
   bool terminated_ = false;
-  long sent_ = 0, late_ = 0, mismatched_ = 0, malformed_ = 0, reconnects_ = 0;
+  long sent_ = 0, answered_ = 0, late_ = 0, mismatched_ = 0, malformed_ = 0, reconnects_ = 0;
+  long wrong_service_ = 0;
 };
 
 }  // namespace

@@ -60,7 +60,12 @@ class Worker {
         heartbeat_at_ = now + heartbeat_;
       }
     }
-    if (socket_) send(encode_worker_command(Command::Disconnect));
+    if (socket_) {
+      // Linger long enough for DISCONNECT to leave: with linger 0, closing may discard it, and
+      // the broker would route a request to this worker until it expired.
+      socket_->set(zmq::sockopt::linger, config_.broker.heartbeat_ms);
+      send(encode_worker_command(Command::Disconnect));
+    }
   }
 
  private:
