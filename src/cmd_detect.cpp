@@ -44,21 +44,16 @@ using Clock = std::chrono::steady_clock;
 // Flags of `zyolo detect`; each detector flag that was given overrides its worker.* key.
 struct DetectFlags {
   std::vector<std::string> images;
-  std::string config_file, model, family, annotate_dir;
-  double conf = 0, nms = 0;
-  int input_size = 0, cv_threads = 0;
+  std::string config_file, model, annotate_dir;
   bool json = false;
+  DetectorFlags detector;
 };
 
 // Overrides `config` with every flag the user gave.
 void apply_flags(Config& config, const CLI::App& detect, const DetectFlags& f) {
   auto given = [&](const char* name) { return detect.count(name) > 0; };
   if (given("--model")) config.worker.model = f.model;
-  if (given("--family")) config.worker.family = f.family;
-  if (given("--conf")) config.worker.conf_threshold = f.conf;
-  if (given("--nms")) config.worker.nms_threshold = f.nms;
-  if (given("--input-size")) config.worker.input_size = f.input_size;
-  if (given("--cv-threads")) config.worker.cv_threads = f.cv_threads;
+  apply_detector_flags(config, detect, f.detector);
 }
 
 // The detector options of the configured model; detection needs a real one, so "none" and an
@@ -301,32 +296,7 @@ Subcommand add_detect_command(CLI::App& root) {
       ->type_name("DIR");
   detect->add_option("--config", f.config_file, "A TOML file overlaying config/default.toml")
       ->type_name("FILE");
-  detect
-      ->add_option("--family", f.family,
-                   "Model family; auto recognises it from the model (worker.family)")
-      ->check(CLI::IsMember({"auto", "yolov8", "yolov5", "yolox", "darknet"}));
-  detect
-      ->add_option("--conf", f.conf,
-                   "Confidence threshold: weaker detections are dropped (worker.conf_threshold)")
-      ->type_name("X")
-      ->check(CLI::Range(0.0, 1.0));
-  detect
-      ->add_option("--nms", f.nms,
-                   "NMS IoU threshold: per class, a box overlapping a stronger one by more is "
-                   "dropped (worker.nms_threshold)")
-      ->type_name("X")
-      ->check(CLI::Range(0.01, 1.0));
-  detect
-      ->add_option("--input-size", f.input_size,
-                   "Square network input in pixels, a multiple of 32; 0 takes the model's own "
-                   "(worker.input_size)")
-      ->type_name("N")
-      ->check(CLI::Range(0, 8192));
-  detect
-      ->add_option("--cv-threads", f.cv_threads,
-                   "OpenCV threads for inference; 0 runs on this thread only (worker.cv_threads)")
-      ->type_name("N")
-      ->check(CLI::Range(0, 256));
+  add_detector_flags(*detect, f.detector);
   return {detect, [detect, flags] { return run_detect_command(*detect, *flags); }};
 }
 

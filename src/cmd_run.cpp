@@ -19,11 +19,12 @@ namespace {
 
 // Flags of `zyolo run`; each one that was given overrides its config key.
 struct RunFlags {
-  std::string config_file, report_file, transport, model, family, images, save_detections;
-  int clients = 0, workers = 0, input_size = 0, cv_threads = 0;
+  std::string config_file, report_file, transport, model, images, save_detections;
+  int clients = 0, workers = 0;
   long requests = 0;
-  double duration = 0, service_ms = 0, conf = 0, nms = 0;
+  double duration = 0, service_ms = 0;
   bool quiet = false;
+  DetectorFlags detector;
 };
 
 // Overrides `config` with every flag the user gave.
@@ -42,11 +43,7 @@ void apply_flags(Config& config, const CLI::App& run, const RunFlags& f) {
   if (given("--transport")) config.run.transport = f.transport;
   if (given("--model")) config.worker.model = f.model;
   if (given("--service-ms")) config.worker.service_ms = f.service_ms;
-  if (given("--family")) config.worker.family = f.family;
-  if (given("--conf")) config.worker.conf_threshold = f.conf;
-  if (given("--nms")) config.worker.nms_threshold = f.nms;
-  if (given("--input-size")) config.worker.input_size = f.input_size;
-  if (given("--cv-threads")) config.worker.cv_threads = f.cv_threads;
+  apply_detector_flags(config, run, f.detector);
   if (given("--images")) config.client.images = f.images;
   if (given("--save-detections")) config.client.save_detections = f.save_detections;
 }
@@ -99,14 +96,7 @@ Subcommand add_run_command(CLI::App& root) {
   run->add_option("--model", f.model,
                   "A YOLO model (.onnx, or darknet .cfg/.weights), 'none' for echo workers, or "
                   "'auto' (worker.model)");
-  run->add_option("--family", f.family, "Model family (worker.family)")
-      ->check(CLI::IsMember({"auto", "yolov8", "yolov5", "yolox", "darknet"}));
-  run->add_option("--conf", f.conf, "Confidence threshold (worker.conf_threshold)")->check(CLI::Range(0.0, 1.0));
-  run->add_option("--nms", f.nms, "NMS IoU threshold (worker.nms_threshold)")->check(CLI::Range(0.01, 1.0));
-  run->add_option("--input-size", f.input_size, "Network input size, multiple of 32; 0: the model's (worker.input_size)")
-      ->check(CLI::Range(0, 8192));
-  run->add_option("--cv-threads", f.cv_threads, "OpenCV threads, process-wide (worker.cv_threads)")
-      ->check(CLI::Range(0, 256));
+  add_detector_flags(*run, f.detector);
   run->add_option("--service-ms", f.service_ms, "Simulated service time of echo workers (worker.service_ms)")
       ->check(CLI::NonNegativeNumber);
   run->add_option("--images", f.images, "Send every .jpg/.png of this folder, round-robin (client.images)");

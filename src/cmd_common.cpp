@@ -1,0 +1,46 @@
+// What the subcommands share: the detector's flags.
+#include "commands.hpp"
+#include "config.hpp"
+
+namespace zyolo {
+
+void add_detector_flags(CLI::App& command, DetectorFlags& f) {
+  command
+      .add_option("--family", f.family,
+                  "Model family; auto recognises it from the model (worker.family)")
+      ->check(CLI::IsMember({"auto", "yolov8", "yolov5", "yolox", "darknet"}));
+  command
+      .add_option("--conf", f.conf,
+                  "Confidence threshold: weaker detections are dropped (worker.conf_threshold)")
+      ->type_name("X")
+      ->check(CLI::Range(0.0, 1.0));
+  command
+      .add_option("--nms", f.nms,
+                  "NMS IoU threshold: per class, a box overlapping a stronger one by more is "
+                  "dropped (worker.nms_threshold)")
+      ->type_name("X")
+      ->check(CLI::Range(0.01, 1.0));
+  command
+      .add_option("--input-size", f.input_size,
+                  "Square network input in pixels, a multiple of 32; 0 takes the model's own "
+                  "(worker.input_size)")
+      ->type_name("N")
+      ->check(CLI::Range(0, 8192));
+  command
+      .add_option("--cv-threads", f.cv_threads,
+                  "OpenCV threads for inference, one process-wide pool; 0 runs on the calling "
+                  "thread only (worker.cv_threads)")
+      ->type_name("N")
+      ->check(CLI::Range(0, 256));
+}
+
+void apply_detector_flags(Config& config, const CLI::App& command, const DetectorFlags& f) {
+  auto given = [&](const char* name) { return command.count(name) > 0; };
+  if (given("--family")) config.worker.family = f.family;
+  if (given("--conf")) config.worker.conf_threshold = f.conf;
+  if (given("--nms")) config.worker.nms_threshold = f.nms;
+  if (given("--input-size")) config.worker.input_size = f.input_size;
+  if (given("--cv-threads")) config.worker.cv_threads = f.cv_threads;
+}
+
+}  // namespace zyolo
