@@ -221,11 +221,12 @@ class Supervisor {
   void draw_progress(Clock::time_point now) {
     const double t = std::chrono::duration<double>(now - start_).count();
     const long answered = sink_.answered();
-    std::string target = config_.run.duration_s > 0
-                             ? fmt::format("{:.0f}/{:.0f} s", t, config_.run.duration_s)
-                             : fmt::format("{}/{}", sink_.count(), config_.run.requests);
-    fmt::print(stderr, "\r\033[K  {:6.1f} s  ended {}  answered {}  {:.0f}/s", t, target,
-               answered, t > 0 ? answered / t : 0.0);
+    const std::string done =
+        config_.run.duration_s > 0
+            ? fmt::format("{:6.1f} of {:.0f} s", t, config_.run.duration_s)
+            : fmt::format("{:6.1f} s  {} of {} requests ended", t, sink_.count(), config_.run.requests);
+    fmt::print(stderr, "\r\033[K  {}  answered {}  errors {}  {:.0f}/s", done, answered,
+               sink_.count() - answered, t > 0 ? answered / t : 0.0);
   }
 
   // Collects the final counters and stops every actor: clients, workers, broker.
