@@ -200,3 +200,48 @@ TEST_CASE("with no model given or found, the run says so in one line and simulat
   CHECK(has(run.out, "model none"));
   CHECK(has(run.out, "answered 20 "));
 }
+
+TEST_CASE("zyolo detect, the binary, matches the reference decoder for every model and image") {
+  Scratch s("detect-all");
+  const json ref = json::parse(slurp(fs::path(ZYOLO_SOURCE_DIR) / "tests/data/reference_detections.json"));
+  const std::string images = fs::path(shared("images/dog.jpg")).parent_path().string();
+  int checked = 0;
+  for (const auto& [name, model] : ref["models"].items()) {
+    CAPTURE(name);
+    std::string args = "detect --json --model " + shared("models/" + model["file"].get<std::string>());
+    std::vector<std::string> order;
+    for (const auto& [image, _] : model["images"].items()) {
+      args += " " + images + "/" + image;
+      order.push_back(image);
+    }
+    auto run = zyolo(args, s.dir);
+    INFO(run.err);
+    REQUIRE(run.code == 0);
+    const auto lines = json_lines(run.out);
+    REQUIRE(lines.size() == order.size());
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      CAPTURE(order[i]);
+      const json& want = model["images"][order[i]]["detections"];
+      const json& got = lines[i]["detections"];
+      REQUIRE(got.size() == want.size());
+      // Each reference detection has its own match: same class, conf within 0.02, box edges
+      // (reference xyxy, truncated to whole pixels) within 3 px.
+      std::vector<bool> used(got.size(), false);
+      for (const auto& w : want) {
+        bool found = false;
+        for (std::size_t k = 0; k < got.size() && !found; ++k) {
+          const auto& g = got[k];
+          const double x = g["box"][0], y = g["box"][1], bw = g["box"][2], bh = g["box"][3];
+          const double edges[] = {x, y, x + bw, y + bh};
+          bool close = !used[k] && g["class_id"] == w["class_id"] &&
+                       std::abs(g["confidence"].get<double>() - w["confidence"].get<double>()) <= 0.02;
+          for (int e = 0; e < 4 && close; ++e) close = std::abs(edges[e] - w["xyxy"][e].get<double>()) <= 3.0;
+          if (close) used[k] = found = true;
+        }
+        CHECK_MESSAGE(found, "no match for " << w.dump());
+        ++checked;
+      }
+    }
+  }
+  CHECK(checked >= 30);  // every model, every image
+}
