@@ -918,6 +918,10 @@ cv::Mat decode_image(const void* data, size_t size) {
 }
 
 std::string detections_to_json(const std::vector<Detection>& dets) {
+  return detections_json(dets).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+nlohmann::ordered_json detections_json(const std::vector<Detection>& dets) {
   nlohmann::ordered_json arr = nlohmann::ordered_json::array();
   for (const Detection& d : dets) {
     nlohmann::ordered_json o;
@@ -927,7 +931,7 @@ std::string detections_to_json(const std::vector<Detection>& dets) {
     o["box"] = {round_to(d.x, 1), round_to(d.y, 1), round_to(d.w, 1), round_to(d.h, 1)};
     arr.push_back(std::move(o));
   }
-  return arr.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  return arr;
 }
 
 }  // namespace zyolo

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <optional>
 #include <string>
@@ -95,5 +96,7 @@ cv::Mat decode_image(const void* data, size_t size);
 // [{"class_id":16,"class":"dog","confidence":0.927,"box":[x,y,w,h]},...] (confidence to 4
 // decimals, box in original image pixels to 1 decimal).
 std::string detections_to_json(const std::vector<Detection>& dets);
+// The same array as a JSON value, for callers that embed it in a larger document.
+nlohmann::ordered_json detections_json(const std::vector<Detection>& dets);
 
 }  // namespace zyolo

@@ -66,13 +66,12 @@ class Client {
     const std::string rid = fmt::format("{}-{}", id_, sent_);
     const Image* image = images_.empty() ? nullptr : &images_[sent_ % images_.size()];
     ++sent_;
-    std::string payload;
-    if (image) {
-      payload = image->bytes;
-    } else {  // the payload carries the id, so an echo proves the reply belongs to this request
-      payload = rid;
-      payload.resize(std::max<std::size_t>(rid.size(), config_.client.payload_bytes), '.');
+    std::string echo;  // without images the payload carries the id, so an echo proves the
+    if (!image) {      // reply belongs to this request
+      echo = rid;
+      echo.resize(std::max<std::size_t>(rid.size(), config_.client.payload_bytes), '.');
     }
+    const std::string_view payload = image ? std::string_view(image->bytes) : echo;
     const auto first = Clock::now();
     const auto deadline = first + milliseconds(config_.client.deadline_ms);
     uint16_t retries = 0;
@@ -102,14 +101,15 @@ class Client {
     }
   }
 
-  void send_request(const std::string& rid, const std::string& payload) {
+  void send_request(const std::string& rid, std::string_view payload) {
     auto frames = encode_client_request(
-        config_.run.service, encode_app_request(rid, "", zmq::message_t(payload)));
+        config_.run.service,
+        encode_app_request(rid, "", zmq::message_t(payload.data(), payload.size())));
     (void)send_frames(*socket_, frames, zmq::send_flags::dontwait);
   }
 
   // Reads one reply; returns it if it answers request `rid`, nothing otherwise.
-  std::optional<AppReply> take_reply(const std::string& rid, const std::string& payload) {
+  std::optional<AppReply> take_reply(const std::string& rid, std::string_view payload) {
     auto frames = recv_frames(*socket_, zmq::recv_flags::dontwait);
     if (!frames) return std::nullopt;
     auto m = decode_client_reply(std::move(*frames));

@@ -162,16 +162,17 @@ class Worker {
     try {
       const auto detections = detector_->detect(image, &times);
       ++served_;
-      nlohmann::json j = {
+      const nlohmann::ordered_json j = {
           {"worker", id_},
           {"service", config_.run.service},
           {"width", image.cols},
           {"height", image.rows},
-          {"detections", nlohmann::json::parse(detections_to_json(detections))},
+          {"detections", detections_json(detections)},
           {"times_ms",
            {{"decode", times.decode_ms}, {"pre", times.pre_ms}, {"inference", times.infer_ms},
             {"post", times.post_ms}}}};
-      return encode_app_reply(request.id, 200, j.dump());
+      return encode_app_reply(
+          request.id, 200, j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
     } catch (const cv::Exception& e) {
       ++errors_;
       return encode_app_reply(request.id, 500, error_json(e.what()));
