@@ -49,6 +49,7 @@ void apply_flags(Config& config, const CLI::App& run, const RunFlags& f) {
 }
 
 int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
+  block_stop_signals();  // first: OpenCV's pool below starts threads of its own
   Config config = default_config();
   if (!flags.config_file.empty()) apply_toml_file(config, flags.config_file);
   apply_flags(config, run, flags);

@@ -21,17 +21,26 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+// The signals that stop a run.
+const sigset_t& stop_signals() {
+  static const sigset_t set = [] {
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGINT);
+    sigaddset(&s, SIGTERM);
+    return s;
+  }();
+  return set;
+}
+
 // SIGINT and SIGTERM as a file descriptor the supervisor polls beside its pipes, so a signal is
 // one more event of the loop rather than a handler writing to a global flag. Threads started
 // while the signals are blocked inherit the mask, so only this descriptor ever sees them.
 class SignalFd {
  public:
   SignalFd() {
-    sigemptyset(&mask_);
-    sigaddset(&mask_, SIGINT);
-    sigaddset(&mask_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &mask_, &old_);
-    fd_ = signalfd(-1, &mask_, SFD_NONBLOCK | SFD_CLOEXEC);
+    pthread_sigmask(SIG_BLOCK, &stop_signals(), &old_);
+    fd_ = signalfd(-1, &stop_signals(), SFD_NONBLOCK | SFD_CLOEXEC);
   }
   ~SignalFd() {
     if (fd_ >= 0) close(fd_);
@@ -40,7 +49,7 @@ class SignalFd {
   int fd() const { return fd_; }
 
  private:
-  sigset_t mask_{}, old_{};
+  sigset_t old_{};
   int fd_ = -1;
 };
 
@@ -167,25 +176,33 @@ class Supervisor {
     add_row(Clock::now());
   }
 
-  // Handles one message from client i; returns 1 when that client just finished.
+  // Handles one message from client i; returns 1 when that client just finished (DONE, or
+  // the STATS an interrupted client answers with, or $ERROR).
   int on_client(std::size_t i) {
     auto m = recv_pipe(clients_[i]->pipe());
-    if (!m) return 0;
-    if (m->command == PipeCommand::Records && !m->args.empty()) {
-      if (auto records = unpack_records(m->args[0])) sink_.add(static_cast<uint32_t>(i), *records);
-    } else if (m->command == PipeCommand::Detections && !m->args.empty()) {
-      detections_out_ << m->args[0].to_string_view();
-    } else if (m->command == PipeCommand::Done && !m->args.empty()) {
-      add_totals(nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false));
-      client_done_[i] = true;
-      return 1;
-    } else if (m->command == PipeCommand::Error) {
-      report_.actor_errors.push_back(fmt::format(
-          "{}: {}", clients_[i]->name(), m->args.empty() ? "" : to_string(m->args[0])));
-      client_done_[i] = true;  // it will send nothing more; its request in flight is lost
-      return 1;
+    if (!m || client_done_[i]) return 0;
+    const bool has_arg = !m->args.empty();
+    switch (m->command) {
+      case PipeCommand::Records:
+        if (auto records = has_arg ? unpack_records(m->args[0]) : std::nullopt)
+          sink_.add(static_cast<uint32_t>(i), *records);
+        return 0;
+      case PipeCommand::Detections:
+        if (has_arg) detections_out_ << m->args[0].to_string_view();
+        return 0;
+      case PipeCommand::Done:
+      case PipeCommand::Stats:
+        if (has_arg) add_totals(nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false));
+        break;
+      case PipeCommand::Error:  // it will send nothing more; its request in flight is lost
+        report_.actor_errors.push_back(
+            fmt::format("{}: {}", clients_[i]->name(), has_arg ? to_string(m->args[0]) : ""));
+        break;
+      default:
+        return 0;
     }
-    return 0;
+    client_done_[i] = true;
+    return 1;
   }
 
   void add_totals(const nlohmann::json& t) {
@@ -231,10 +248,7 @@ class Supervisor {
 
   // Collects the final counters and stops every actor: clients, workers, broker.
   void stop_actors() {
-    for (std::size_t i = 0; i < clients_.size(); ++i) {
-      if (client_done_[i]) continue;  // interrupted: ask what it sent; its records come first
-      if (auto s = ask_client(i)) add_totals(*s);
-    }
+    collect_unfinished_clients();
     clients_.clear();
     for (auto& w : workers_) {
       WorkerShare share{w->name(), "", 0};
@@ -250,27 +264,22 @@ class Supervisor {
     broker_.reset();
   }
 
-  // STATS to a client that has not finished: it flushes its records, then answers.
-  std::optional<nlohmann::json> ask_client(std::size_t i) {
-    auto pipe = clients_[i]->pipe();
-    if (!send_pipe(pipe, PipeCommand::Stats, {}, zmq::send_flags::dontwait)) return std::nullopt;
+  // After an interruption: asks every client still running for STATS (it flushes its records
+  // first) and handles what comes back like any client message, for up to 2 s.
+  void collect_unfinished_clients() {
+    std::size_t waiting = 0;
+    for (std::size_t i = 0; i < clients_.size(); ++i)
+      if (!client_done_[i] &&
+          send_pipe(clients_[i]->pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait))
+        ++waiting;
     const auto deadline = Clock::now() + milliseconds(2000);
-    while (Clock::now() < deadline) {
-      zmq::pollitem_t item{pipe.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, milliseconds(100));
-      if (!(item.revents & ZMQ_POLLIN)) continue;
-      auto m = recv_pipe(pipe);
-      if (!m) continue;
-      if (m->command == PipeCommand::Records && !m->args.empty()) {
-        if (auto r = unpack_records(m->args[0])) sink_.add(static_cast<uint32_t>(i), *r);
-      } else if (m->command == PipeCommand::Detections && !m->args.empty()) {
-        detections_out_ << m->args[0].to_string_view();
-      } else if ((m->command == PipeCommand::Stats || m->command == PipeCommand::Done) &&
-                 !m->args.empty()) {
-        return nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
-      }
+    while (waiting > 0 && Clock::now() < deadline) {
+      std::vector<zmq::pollitem_t> items;
+      for (auto& c : clients_) items.push_back({c->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      zmq::poll(items, milliseconds(100));
+      for (std::size_t i = 0; i < clients_.size(); ++i)
+        if (items[i].revents & ZMQ_POLLIN) waiting -= on_client(i);
     }
-    return std::nullopt;
   }
 
   const Config& config_;
@@ -289,6 +298,8 @@ class Supervisor {
 };
 
 }  // namespace
+
+void block_stop_signals() { pthread_sigmask(SIG_BLOCK, &stop_signals(), nullptr); }
 
 Report run_fleet(const Config& config, const FleetOptions& options) {
   Supervisor s(config, options);
