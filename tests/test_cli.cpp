@@ -10,37 +10,15 @@
 #include <sstream>
 #include <string>
 
+#include "run_binary.hpp"
+
 using namespace std::string_literals;
 
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Runs the zyolo binary with `args` (shell words), capturing its exit code, stdout and stderr.
-Result zyolo(const std::string& args) {
-  const std::string tmp = "/tmp/zyolo-test-cli-" + std::to_string(::getpid());
-  const std::string cmd = std::string(ZYOLO_BINARY) + " " + args + " >" + tmp + ".out 2>" + tmp + ".err";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(tmp + ".out");
-  r.err = slurp(tmp + ".err");
-  std::remove((tmp + ".out").c_str());
-  std::remove((tmp + ".err").c_str());
-  return r;
-}
-
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using zyolo_test::has;
+using zyolo_test::slurp;
+using zyolo_test::zyolo;
 
 struct TempFile {
   std::string path;

@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "run_binary.hpp"
+
 #ifndef ZYOLO_SHARED_DIR
 #error "define ZYOLO_SHARED_DIR as a string literal: the path of the shared/ folder"
 #endif
@@ -30,38 +32,13 @@ namespace {
 
 constexpr double kConfTolerance = 0.02;
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using zyolo_test::has;
+using zyolo_test::slurp;
+using zyolo_test::zyolo;
 
 // A per-process path under /tmp for `name`.
 std::string tmp_path(const std::string& name) {
   return "/tmp/zyolo-test-detect-" + std::to_string(::getpid()) + "-" + name;
-}
-
-// Runs the zyolo binary with `args` (shell words), capturing its exit code, stdout and stderr.
-Result zyolo(const std::string& args) {
-  const std::string tmp = tmp_path("run");
-  const std::string cmd =
-      std::string(ZYOLO_BINARY) + " " + args + " >" + tmp + ".out 2>" + tmp + ".err";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(tmp + ".out");
-  r.err = slurp(tmp + ".err");
-  std::remove((tmp + ".out").c_str());
-  std::remove((tmp + ".err").c_str());
-  return r;
-}
-
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 // A file of the shared/ folder that must exist; fails the test naming it otherwise.

@@ -12,22 +12,17 @@
 #include <sstream>
 #include <string>
 
+#include "run_binary.hpp"
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using zyolo_test::has;
+using zyolo_test::zyolo;
 
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string slurp(const fs::path& path) { return zyolo_test::slurp(path.string()); }
 
 // A fresh scratch folder for one test, removed at the end.
 struct Scratch {
@@ -39,14 +34,6 @@ struct Scratch {
   }
   ~Scratch() { fs::remove_all(dir); }
 };
-
-Result zyolo(const std::string& args, const fs::path& scratch) {
-  const std::string cmd = std::string(ZYOLO_BINARY) + " " + args + " >" + (scratch / "out").string() +
-                          " 2>" + (scratch / "err").string();
-  const int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(scratch / "out"),
-          slurp(scratch / "err")};
-}
 
 // A file of the shared folder; fails the test, naming it, when it is missing.
 std::string shared(const std::string& relative) {
@@ -74,7 +61,6 @@ void check_same(const json& a, const json& b) {
   }
 }
 
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 }  // namespace
 
@@ -85,8 +71,7 @@ TEST_CASE("yolov8n fleet: 40 requests answered; each saved detection equals zyol
   const auto saved = s.dir / "d.jsonl";
   auto run = zyolo("run --quiet --model " + model + " --images " + images +
                        " --clients 4 --workers 2 --requests 40 --save-detections " + saved.string() +
-                       " --report " + (s.dir / "r.json").string(),
-                   s.dir);
+                       " --report " + (s.dir / "r.json").string());
   INFO(run.out, run.err);
   REQUIRE(run.code == 0);
   const json report = json::parse(slurp(s.dir / "r.json"));
@@ -103,7 +88,7 @@ TEST_CASE("yolov8n fleet: 40 requests answered; each saved detection equals zyol
   // What zyolo detect says about each image, alone, without a broker.
   std::map<std::string, json> expected;
   for (const auto& name : {"dog.jpg", "horses.jpg", "person.jpg"}) {
-    auto detect = zyolo("detect --json --model " + model + " " + images + "/" + name, s.dir);
+    auto detect = zyolo("detect --json --model " + model + " " + images + "/" + name);
     REQUIRE(detect.code == 0);
     expected[name] = json::parse(detect.out)["detections"];
     CHECK(!expected[name].empty());
@@ -131,8 +116,7 @@ TEST_CASE("bad images get 400 and the run goes on") {
   std::ofstream(s.dir / "e-text.jpg") << "this is not an image\n";
   auto run = zyolo("run --quiet --model " + shared("models/yolo-fastest-1.1.cfg") + " --images " +
                        s.dir.string() + " --clients 1 --workers 1 --requests 10 --report " +
-                       (s.dir / "r.json").string(),
-                   s.dir);
+                       (s.dir / "r.json").string());
   INFO(run.out, run.err);
   CHECK(run.code == 0);  // every request accounted for: answered or an explicit error
   const json report = json::parse(slurp(s.dir / "r.json"));
@@ -145,18 +129,18 @@ TEST_CASE("bad images get 400 and the run goes on") {
 
 TEST_CASE("a missing or unreadable model is a clear start-up error naming the path") {
   Scratch s("bad-model");
-  auto run = zyolo("run --model /nonexistent/model.onnx --requests 5", s.dir);
+  auto run = zyolo("run --model /nonexistent/model.onnx --requests 5");
   CHECK(run.code == 2);
   CHECK(has(run.err, "/nonexistent/model.onnx"));
 
   const auto junk = s.dir / "junk.onnx";
   std::ofstream(junk, std::ios::binary) << std::string(4096, '\x07');
-  run = zyolo("run --model " + junk.string() + " --requests 5", s.dir);
+  run = zyolo("run --model " + junk.string() + " --requests 5");
   CHECK(run.code == 3);
   CHECK(has(run.err, junk.string()));
 
   fs::copy_file(shared("models/yolo-fastest-1.1.cfg"), s.dir / "lonely.cfg");
-  run = zyolo("run --model " + (s.dir / "lonely.cfg").string() + " --requests 5", s.dir);
+  run = zyolo("run --model " + (s.dir / "lonely.cfg").string() + " --requests 5");
   CHECK(run.code == 2);
   CHECK(has(run.err, "lonely.weights"));
 }
@@ -170,8 +154,7 @@ TEST_CASE("two pools in one fleet: each request is answered by a worker of the s
   const std::string images = fs::path(shared("images/dog.jpg")).parent_path().string();
   auto run = zyolo("run --quiet --config " + (s.dir / "pools.toml").string() + " --images " + images +
                        " --clients 4 --requests 40 --save-detections " + (s.dir / "d.jsonl").string() +
-                       " --report " + (s.dir / "r.json").string(),
-                   s.dir);
+                       " --report " + (s.dir / "r.json").string());
   INFO(run.out, run.err);
   REQUIRE(run.code == 0);
   const json report = json::parse(slurp(s.dir / "r.json"));
@@ -193,7 +176,7 @@ TEST_CASE("two pools in one fleet: each request is answered by a worker of the s
 TEST_CASE("with no model given or found, the run says so in one line and simulates") {
   Scratch s("auto");
   std::ofstream(s.dir / "auto.toml") << "[worker]\nmodel = \"auto\"\nauto_models = \"/nonexistent/a.onnx\"\n";
-  auto run = zyolo("run --quiet --config " + (s.dir / "auto.toml").string() + " --requests 20", s.dir);
+  auto run = zyolo("run --quiet --config " + (s.dir / "auto.toml").string() + " --requests 20");
   CHECK(run.code == 0);
   CHECK(has(run.err, "no YOLO model found"));
   CHECK(has(run.err, "--model none"));
@@ -202,7 +185,6 @@ TEST_CASE("with no model given or found, the run says so in one line and simulat
 }
 
 TEST_CASE("zyolo detect, the binary, matches the reference decoder for every model and image") {
-  Scratch s("detect-all");
   const json ref = json::parse(slurp(fs::path(ZYOLO_SOURCE_DIR) / "tests/data/reference_detections.json"));
   const std::string images = fs::path(shared("images/dog.jpg")).parent_path().string();
   int checked = 0;
@@ -214,7 +196,7 @@ TEST_CASE("zyolo detect, the binary, matches the reference decoder for every mod
       args += " " + images + "/" + image;
       order.push_back(image);
     }
-    auto run = zyolo(args, s.dir);
+    auto run = zyolo(args);
     INFO(run.err);
     REQUIRE(run.code == 0);
     const auto lines = json_lines(run.out);
