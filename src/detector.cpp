@@ -917,6 +917,18 @@ cv::Mat decode_image(const void* data, size_t size) {
   }
 }
 
+void prepare_image_codecs() {
+  const cv::Mat pixel(8, 8, CV_8UC3, cv::Scalar(0, 128, 255));
+  for (const char* ext : {".jpg", ".png"}) {
+    std::vector<uchar> bytes;
+    cv::imencode(ext, pixel, bytes);
+    (void)cv::imdecode(bytes, cv::IMREAD_COLOR);
+  }
+  // Bytes no decoder claims: every registered decoder checks its signature once.
+  const std::vector<uchar> junk(64, 0x5a);
+  (void)cv::imdecode(junk, cv::IMREAD_COLOR);
+}
+
 std::string detections_to_json(const std::vector<Detection>& dets) {
   return detections_json(dets).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }

@@ -92,6 +92,10 @@ class Detector {
 // not a decodable image (empty, truncated, random, text); never throws.
 cv::Mat decode_image(const void* data, size_t size);
 
+// Makes OpenCV set up its image codecs (a lazily built registry) on the calling thread. Call it
+// once, before worker threads decode images concurrently for the first time.
+void prepare_image_codecs();
+
 // Formats detections as a JSON array:
 // [{"class_id":16,"class":"dog","confidence":0.927,"box":[x,y,w,h]},...] (confidence to 4
 // decimals, box in original image pixels to 1 decimal).

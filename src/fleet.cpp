@@ -13,6 +13,7 @@
 
 #include "actor.hpp"
 #include "actors.hpp"
+#include "detector.hpp"
 #include "protocol.hpp"
 
 namespace zyolo {
@@ -112,6 +113,7 @@ class Supervisor {
  private:
   void start_actors() {
     const Config& c = config_;
+    prepare_image_codecs();  // before workers decode concurrently for the first time
     broker_ = std::make_unique<Actor>(ctx_, "broker", [c](zmq::context_t& ctx, zmq::socket_ref p) {
       broker(ctx, p, c);
     });
