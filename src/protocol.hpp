@@ -40,10 +40,12 @@ inline constexpr std::string_view kMdpWorker = "MDPW01";
 inline constexpr std::size_t kMaxBodyFrames = 16;
 inline constexpr std::size_t kMaxIdBytes = 64;
 inline constexpr std::size_t kMaxServiceBytes = 255;
+// The most frames any MDP message has after the routing id: REQUEST/REPLY with a full body.
+inline constexpr std::size_t kMaxMdpFrames = 5 + kMaxBodyFrames;
 
 // What was wrong with a message that could not be decoded. Every fault is counted by who saw it.
 enum class Fault {
-  Empty,             // no frames at all
+  Empty,             // no frames at all, or one empty frame (what a socket sends for "")
   MissingDelimiter,  // the empty delimiter frame is missing or not empty
   WrongProtocol,     // the protocol header is not MDPC01 / MDPW01
   UnknownCommand,    // a worker command byte outside 0x01..0x05, or one not valid in that direction
@@ -52,7 +54,8 @@ enum class Fault {
   BadService,        // empty or over-long service name
   BadEnvelope,       // the zyolo body is not [id][options][payload] or [id][status][json][payload]
   BadId,             // request id empty, over-long or not printable
-  BadStatus,         // status is not three digits
+  BadStatus,         // status is not three digits from 100 to 999
+  Oversized,         // the frames add up to more bytes than the receiver allows
   UnknownPipeCommand,
 };
 inline constexpr int kFaultCount = static_cast<int>(Fault::UnknownPipeCommand) + 1;
@@ -80,6 +83,9 @@ class Decoded {
 // (EAGAIN with dontwait). Every zyolo socket sends through here.
 bool send_frames(zmq::socket_ref socket, Frames& frames,
                  zmq::send_flags flags = zmq::send_flags::none);
+// The bytes of all frames of a message (what a maximum message size limits).
+std::size_t frames_bytes(const Frames& frames);
+
 // Receives one whole message; nothing when none is waiting (with dontwait). Every zyolo socket
 // receives through here. Under ThreadSanitizer these two declare the happens-before edge that a
 // message hand-off is (libzmq, not instrumented, makes it invisible to TSan otherwise).
@@ -168,6 +174,11 @@ enum class PipeCommand {
   Records,  // client -> parent: [packed ClientRecord array]
   Done,     // client -> parent: [JSON totals] all its requests have ended
   Detections,  // client -> parent: [JSON lines] detections of answered requests (--save-detections)
+  // Faults and changes a scenario orders (see src/scenario.hpp):
+  Crash,    // parent -> worker: exit at once, without DISCONNECT; it answers with its STATS
+  Freeze,   // parent -> worker: [milliseconds] hang inside the next request, deaf to the broker
+  Retire,   // parent -> client: end the request in flight, send DONE, issue no more
+  Rule,     // parent -> link: [nodes][partition|drop|delay][value][milliseconds] a network fault
 };
 
 struct PipeMessage {
@@ -191,6 +202,9 @@ bool send_pipe(zmq::socket_ref pipe, PipeCommand c, Frames args = {},
                zmq::send_flags flags = zmq::send_flags::none);
 // Receives one pipe command, waiting. Returns a fault for an unknown command.
 Decoded<PipeMessage> recv_pipe(zmq::socket_ref pipe);
+// The frames of a pipe command, and back: what send_pipe and recv_pipe do without a socket.
+Frames encode_pipe(PipeCommand c, Frames args = {});
+Decoded<PipeMessage> decode_pipe(Frames frames);
 zmq::message_t pack_records(const std::vector<ClientRecord>& records);
 std::optional<std::vector<ClientRecord>> unpack_records(const zmq::message_t& blob);
 

@@ -98,7 +98,7 @@ std::string cmd(Command c) { return std::string(1, static_cast<char>(c)); }
 TEST_CASE("a broker opened with client-side protocol violations drops and counts them, then serves") {
   Bench b;
   auto client = b.peer("client-1", false);
-  send(client, text_frames({""}));                              // a lone empty frame
+  send(client, text_frames({""}));                              // an empty message
   send(client, text_frames({"hello"}));                         // no delimiter
   send(client, text_frames({"", "MDPC02", "yolo", "x"}));       // wrong protocol version
   send(client, text_frames({"", "MDPW01", "yolo", "x"}));       // the worker protocol, on the wrong side
@@ -111,7 +111,8 @@ TEST_CASE("a broker opened with client-side protocol violations drops and counts
   CHECK(mmi(client, "mmi.service", "yolo") == "404");
   auto s = b.stats();
   CHECK(s["malformed"] == 7);
-  CHECK(s["faults"]["wrong protocol header"] == 3);  // "" alone has no header either
+  CHECK(s["faults"]["empty message"] == 1);
+  CHECK(s["faults"]["wrong protocol header"] == 2);
   CHECK(s["faults"]["too many frames"] == 1);
   CHECK(s["requests"] == 0);
 
@@ -162,6 +163,10 @@ TEST_CASE("a broker opened with worker-side protocol violations disconnects or d
   auto s = b.stats();
   CHECK(s["unknown_worker"] == 2);
   CHECK(s["protocol_errors"] == 2);
+  CHECK(s["protocol_errors_by_kind"]["READY twice"] == 1);
+  CHECK(s["protocol_errors_by_kind"]["READY for mmi.*"] == 1);
+  CHECK(s["unknown_worker_commands"]["HEARTBEAT"] == 1);
+  CHECK(s["unknown_worker_commands"]["REPLY"] == 1);
   CHECK(s["faults"]["unknown command"] == 2);
   CHECK(s["faults"]["wrong protocol header"] == 1);
   CHECK(s["workers"] == 0);

@@ -105,7 +105,8 @@ TEST_CASE("malformed client messages are faults") {
   cases.push_back({"only a routing id", frames({"P"}), Fault::MissingDelimiter});
   cases.push_back({"no delimiter", frames({"P", "MDPC01", "yolo", "x"}), Fault::MissingDelimiter});
   cases.push_back({"delimiter not empty", frames({"P", "z", "MDPC01", "yolo"}), Fault::MissingDelimiter});
-  cases.push_back({"no header", frames({"P", ""}), Fault::WrongProtocol});
+  cases.push_back({"one empty frame", frames({"P", ""}), Fault::Empty});
+  cases.push_back({"no header", frames({"P", "", ""}), Fault::WrongProtocol});
   cases.push_back({"wrong header", frames({"P", "", "MDPC02", "yolo"}), Fault::WrongProtocol});
   cases.push_back({"worker header", frames({"P", "", "MDPW01", "yolo"}), Fault::WrongProtocol});
   cases.push_back({"no service", frames({"P", "", "MDPC01"}), Fault::MissingFrame});
@@ -114,6 +115,9 @@ TEST_CASE("malformed client messages are faults") {
   Frames many = frames({"P", "", "MDPC01", "yolo"});
   for (std::size_t i = 0; i < kMaxBodyFrames + 1; ++i) many.emplace_back();
   cases.push_back({"too many frames", std::move(many), Fault::TooManyFrames});
+  Frames flood = frames({"P", "garbage"});  // more frames than any MDP message: named so first
+  for (int i = 0; i < 1000; ++i) flood.emplace_back();
+  cases.push_back({"a flood of frames", std::move(flood), Fault::TooManyFrames});
   for (auto& c : cases) {
     CAPTURE(c.what);
     auto d = decode_client_request(std::move(c.msg));
@@ -124,8 +128,9 @@ TEST_CASE("malformed client messages are faults") {
   Frames max = frames({"P", "", "MDPC01", "yolo"});
   for (std::size_t i = 0; i < kMaxBodyFrames; ++i) max.emplace_back();
   CHECK(decode_client_request(std::move(max)).ok());
-  // A client reply without the delimiter.
+  // A client reply without the delimiter; an empty one.
   CHECK(decode_client_reply(frames({"MDPC01", "yolo"})).fault() == Fault::MissingDelimiter);
+  CHECK(decode_client_reply(frames({""})).fault() == Fault::Empty);
 }
 
 TEST_CASE("malformed worker messages are faults") {
@@ -136,6 +141,7 @@ TEST_CASE("malformed worker messages are faults") {
   };
   std::vector<Case> cases;
   cases.push_back({"nothing", {}, Fault::Empty});
+  cases.push_back({"one empty frame", frames({"W", ""}), Fault::Empty});
   cases.push_back({"no delimiter", frames({"W", "MDPW01", cmd(Command::Heartbeat)}), Fault::MissingDelimiter});
   cases.push_back({"client header", frames({"W", "", "MDPC01", cmd(Command::Heartbeat)}), Fault::WrongProtocol});
   cases.push_back({"no command", frames({"W", "", "MDPW01"}), Fault::MissingFrame});
@@ -159,6 +165,11 @@ TEST_CASE("malformed worker messages are faults") {
     REQUIRE_FALSE(d.ok());
     CHECK(d.fault() == c.fault);
   }
+  // At the worker: an empty message, and a flood of frames.
+  CHECK(decode_from_broker(frames({""})).fault() == Fault::Empty);
+  Frames flood = frames({"", "MDPW01", cmd(Command::Heartbeat)});
+  for (int i = 0; i < 1000; ++i) flood.emplace_back();
+  CHECK(decode_from_broker(std::move(flood)).fault() == Fault::TooManyFrames);
   // Commands only a worker may send are faults at the worker.
   CHECK(decode_from_broker(frames({"", "MDPW01", cmd(Command::Ready), "yolo"})).fault() == Fault::UnknownCommand);
   CHECK(decode_from_broker(frames({"", "MDPW01", cmd(Command::Reply), "C", ""})).fault() == Fault::UnknownCommand);
@@ -177,6 +188,7 @@ TEST_CASE("malformed zyolo envelopes are faults") {
   CHECK(decode_app_reply(frames({"id", "2x0", "{}", ""})).fault() == Fault::BadStatus);
   CHECK(decode_app_reply(frames({"id", "2000", "{}", ""})).fault() == Fault::BadStatus);
   CHECK(decode_app_reply(frames({"id\x01", "200", "{}", ""})).fault() == Fault::BadId);
+  CHECK(decode_app_reply(frames({"id", "\xb2\xb0\xb0", "{}", ""})).fault() == Fault::BadStatus);
   CHECK(peek_request_id(frames({"c1-2", "x"})) == "c1-2");
   CHECK(peek_request_id(frames({"bad id", "x"})).empty());
   CHECK(peek_request_id({}).empty());
@@ -210,6 +222,35 @@ TEST_CASE("random garbage never crashes a decoder") {
   // No crash (the suite also runs under ASan/UBSan), and the garbage reached both outcomes.
   CHECK(ok > 0);
   CHECK(faults > ok);
+}
+
+// Regression (fuzz/fuzz_codec): "040" decoded as status 40, which encode_app_reply writes as "40",
+// a reply no decoder accepts. Statuses are 100..999, three digits, no leading zero.
+TEST_CASE("a status with a leading zero is a fault; every accepted status round-trips") {
+  CHECK(decode_app_reply(frames({"id", "040", "{}", ""})).fault() == Fault::BadStatus);
+  CHECK(decode_app_reply(frames({"id", "000", "{}", ""})).fault() == Fault::BadStatus);
+  for (int status : {100, 200, 400, 503, 999}) {
+    CAPTURE(status);
+    auto d = decode_app_reply(encode_app_reply("id", status, "{}"));
+    REQUIRE(d.ok());
+    CHECK(d->status == status);
+  }
+}
+
+TEST_CASE("pipe commands round-trip; an unknown one is a fault") {
+  auto d = decode_pipe(encode_pipe(PipeCommand::Stats, frames({"{}", "x"})));
+  REQUIRE(d.ok());
+  CHECK(d->command == PipeCommand::Stats);
+  REQUIRE(d->args.size() == 2);
+  CHECK(d->args[1].to_string_view() == "x");
+  CHECK(decode_pipe(encode_pipe(PipeCommand::Term)).ok());
+  CHECK(decode_pipe({}).fault() == Fault::Empty);
+  CHECK(decode_pipe(frames({"$BOGUS"})).fault() == Fault::UnknownPipeCommand);
+}
+
+TEST_CASE("frames_bytes adds up every frame") {
+  CHECK(frames_bytes({}) == 0);
+  CHECK(frames_bytes(frames({"", "abc", "de"})) == 5);
 }
 
 TEST_CASE("client records pack and unpack; a torn blob is refused") {

@@ -1,0 +1,193 @@
+// libFuzzer target for the codec (src/protocol.*): every decoder on every input, and every
+// message a decoder accepts must encode back to exactly the frames it came from. A decoder that
+// crashes, trips ASan/UBSan, or accepts a message it cannot reproduce is a crash. scripts/fuzz
+// builds and runs it.
+//
+// Input -> frames: a sequence of [length][bytes]. The length is one byte 0..254, or 0xFF followed
+// by two bytes little-endian (up to 65535, for long service names and ids); a frame cut short by
+// the end of the input keeps what there is. Frames past the input's end: none.
+//
+// With ZYOLO_FUZZ_SEEDS=DIR in the environment the target writes a seed corpus of valid messages
+// (made by the real encoders, in the format above) into DIR and exits.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "protocol.hpp"
+
+using namespace zyolo;
+
+namespace {
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "fuzz_codec: %s\n", what);
+  std::abort();
+}
+
+void check(bool ok, const char* what) {
+  if (!ok) fail(what);
+}
+
+Frames split(const uint8_t* data, std::size_t size) {
+  Frames frames;
+  std::size_t i = 0;
+  while (i < size) {
+    std::size_t n = data[i++];
+    if (n == 0xFF) {
+      n = 0;
+      if (i < size) n = data[i++];
+      if (i < size) n |= static_cast<std::size_t>(data[i++]) << 8;
+    }
+    n = std::min(n, size - i);
+    frames.emplace_back(data + i, n);
+    i += n;
+  }
+  return frames;
+}
+
+std::string join(const Frames& frames) {
+  std::string out;
+  for (const auto& f : frames) {
+    if (f.size() < 0xFF) {
+      out += static_cast<char>(f.size());
+    } else {
+      out += '\xFF';
+      out += static_cast<char>(f.size() & 0xFF);
+      out += static_cast<char>((f.size() >> 8) & 0xFF);
+    }
+    out.append(static_cast<const char*>(f.data()), f.size());
+  }
+  return out;
+}
+
+Frames copy(const Frames& frames) {
+  Frames out;
+  for (const auto& f : frames) out.emplace_back(f.data(), f.size());
+  return out;
+}
+
+Frames tail(Frames frames) {  // without the routing id, as a DEALER sees what a ROUTER sent
+  frames.erase(frames.begin());
+  return frames;
+}
+
+bool same(const Frames& a, const Frames& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (a[i].to_string_view() != b[i].to_string_view()) return false;
+  return true;
+}
+
+// A decoded worker message, encoded again as its sender would (with `peer` in front or not).
+Frames reencode(WorkerMessage& m, bool with_peer) {
+  const zmq::message_t dummy(std::string_view("P"));
+  const zmq::message_t& peer = with_peer ? m.peer : dummy;
+  Frames out;
+  switch (m.command) {
+    case Command::Ready: out = encode_worker_ready(m.service); break;
+    case Command::Reply: out = encode_worker_reply(std::move(m.client), std::move(m.body)); break;
+    case Command::Request:
+      out = tail(encode_broker_request(peer, std::move(m.client), std::move(m.body)));
+      break;
+    case Command::Heartbeat:
+    case Command::Disconnect: out = encode_worker_command(m.command); break;
+  }
+  if (!with_peer) return out;
+  Frames full;
+  full.emplace_back(peer.data(), peer.size());
+  for (auto& f : out) full.push_back(std::move(f));
+  return full;
+}
+
+void write_seeds(const char* dir) {
+  const zmq::message_t peer(std::string_view("W1"));
+  const zmq::message_t client(std::string_view("C1"));
+  auto img = [] { return zmq::message_t(std::string_view("\xff\xd8\xff\xe0 jpeg")); };
+  std::vector<Frames> seeds;
+  seeds.push_back(encode_client_reply(client, "yolo", encode_app_request("c0-17", "", img())));
+  seeds.push_back(encode_client_request("yolo", encode_app_request("c0-17", "{}", img())));
+  seeds.push_back(encode_client_request("yolo", encode_app_reply("c0-17", 200, R"({"worker":"w0"})", img())));
+  seeds.push_back(encode_client_request("mmi.service", text_frames({"yolo"})));
+  Frames ready = encode_worker_ready("yolo");
+  ready.insert(ready.begin(), zmq::message_t(std::string_view("W1")));
+  seeds.push_back(std::move(ready));
+  Frames reply = encode_worker_reply(zmq::message_t(std::string_view("C1")),
+                                     encode_app_reply("c0-17", 400, R"({"error":"x"})"));
+  reply.insert(reply.begin(), zmq::message_t(std::string_view("W1")));
+  seeds.push_back(std::move(reply));
+  seeds.push_back(tail(encode_broker_request(peer, zmq::message_t(std::string_view("C1")),
+                                             encode_app_request("c1-2", "", img()))));
+  seeds.push_back(tail(encode_broker_command(peer, Command::Heartbeat)));
+  seeds.push_back(tail(encode_broker_command(peer, Command::Disconnect)));
+  seeds.push_back(encode_app_reply("c0-1", 503, R"({"error":"queue full"})"));
+  seeds.push_back(encode_pipe(PipeCommand::Stats, text_frames({R"({"workers":2})"})));
+  seeds.push_back(encode_pipe(PipeCommand::Term));
+  seeds.push_back(single_frame(pack_records({{1, 2, 3, 200, 0, {1, 2, 3, 4}}})));
+  for (std::size_t i = 0; i < seeds.size(); ++i) {
+    std::ofstream out(std::string(dir) + "/seed-" + std::to_string(i), std::ios::binary);
+    out << join(seeds[i]);
+    check(out.good(), "cannot write a seed");
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  if (const char* dir = std::getenv("ZYOLO_FUZZ_SEEDS")) {
+    write_seeds(dir);
+    std::exit(0);
+  }
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
+  const Frames in = split(data, size);
+  std::size_t bytes = 0;
+  for (const auto& f : in) bytes += f.size();
+  check(frames_bytes(in) == bytes, "frames_bytes");
+
+  if (auto m = decode_client_request(copy(in))) {
+    check(!m->service.empty() && m->service.size() <= kMaxServiceBytes, "client request: service");
+    check(m->body.size() <= kMaxBodyFrames, "client request: body frames");
+    check(same(encode_client_reply(m->sender, m->service, std::move(m->body)), in),
+          "client request does not round-trip");
+  }
+  if (auto m = decode_client_reply(copy(in))) {
+    check(m->body.size() <= kMaxBodyFrames, "client reply: body frames");
+    check(same(encode_client_request(m->service, std::move(m->body)), in),
+          "client reply does not round-trip");
+  }
+  if (auto m = decode_from_worker(copy(in))) {
+    check(m->command != Command::Request, "a worker sent REQUEST");
+    check(same(reencode(m.value(), true), in), "worker -> broker does not round-trip");
+  }
+  if (auto m = decode_from_broker(copy(in))) {
+    check(m->command != Command::Ready && m->command != Command::Reply, "a broker sent READY/REPLY");
+    check(same(reencode(m.value(), false), in), "broker -> worker does not round-trip");
+  }
+  const std::string peeked = peek_request_id(in);
+  if (auto r = decode_app_request(copy(in))) {
+    check(peeked == r->id, "peek_request_id differs from the request's id");
+    check(same(encode_app_request(r->id, r->options, std::move(r->payload)), in),
+          "app request does not round-trip");
+  }
+  if (auto r = decode_app_reply(copy(in))) {
+    check(peeked == r->id, "peek_request_id differs from the reply's id");
+    check(same(encode_app_reply(r->id, r->status, r->json, std::move(r->payload)), in),
+          "app reply does not round-trip");
+  }
+  if (!peeked.empty()) check(in.at(0).to_string_view() == peeked, "peek_request_id invented an id");
+  if (auto p = decode_pipe(copy(in))) {
+    check(same(encode_pipe(p->command, std::move(p->args)), in), "pipe command does not round-trip");
+  }
+  for (const auto& f : in) {
+    auto records = unpack_records(f);
+    check(records.has_value() == (f.size() % sizeof(ClientRecord) == 0), "unpack_records: size");
+    if (records) check(pack_records(*records).to_string_view() == f.to_string_view(),
+                       "records do not round-trip");
+  }
+  return 0;
+}
