@@ -1,9 +1,11 @@
-// `zyolo run`: a whole fleet in this process. Precedence: flags > --config FILE > defaults.
+// `zyolo run`: a whole fleet in this process. Precedence: flags > --scenario > --config FILE >
+// defaults. And `zyolo scenarios`: the scenarios compiled in.
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <memory>
+#include <optional>
 
 #include "cli.hpp"
 #include "commands.hpp"
@@ -11,6 +13,8 @@
 #include "fleet.hpp"
 #include "images.hpp"
 #include "models.hpp"
+#include "plot.hpp"
+#include "scenario.hpp"
 
 #include <opencv2/core/utility.hpp>
 
@@ -20,6 +24,8 @@ namespace {
 // Flags of `zyolo run`; each one that was given overrides its config key.
 struct RunFlags {
   std::string config_file, report_file, transport, model, images, save_detections;
+  std::string scenario, plot_file;
+  uint64_t seed = 0;
   int clients = 0, workers = 0;
   long requests = 0;
   double duration = 0, service_ms = 0;
@@ -52,8 +58,19 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   block_stop_signals();  // first: OpenCV's pool below starts threads of its own
   Config config = default_config();
   if (!flags.config_file.empty()) apply_toml_file(config, flags.config_file);
+  std::optional<Scenario> scenario;
+  if (!flags.scenario.empty()) scenario = load_scenario(flags.scenario, config);
+  else if (run.count("--seed")) throw ConfigError("--seed needs --scenario");
   apply_flags(config, run, flags);
   validate(config);
+  if (scenario)
+    settle_scenario(*scenario, config, run.count("--seed") ? std::optional(flags.seed) : std::nullopt);
+  if (!flags.plot_file.empty()) {
+    std::string why;
+    if (!gnuplot_available(&why)) throw ConfigError("--plot: " + why);
+    if (!std::ofstream(flags.plot_file, std::ios::app))
+      throw ConfigError(fmt::format("--plot {}: cannot write", flags.plot_file));
+  }
   // Settle each pool's model now, so every worker gets a path or "none" and errors come before
   // any thread starts.
   config.pools = config.pools_or_default();
@@ -75,9 +92,14 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   if (!config.client.save_detections.empty() && !std::ofstream(config.client.save_detections))
     throw ConfigError(
         fmt::format("--save-detections {}: cannot write", config.client.save_detections));
-  const Report report = run_fleet(config, {.progress = !flags.quiet && isatty(STDERR_FILENO)});
+  if (scenario && !flags.quiet)
+    fmt::print(stderr, "scenario {} (seed {}): {}\n", scenario->name, scenario->seed, scenario->description);
+  const Report report = run_fleet(config, {.progress = !flags.quiet && isatty(STDERR_FILENO),
+                                           .announce = !flags.quiet,
+                                           .scenario = scenario ? &*scenario : nullptr});
   fmt::print("{}", summary_text(report));
   if (report_out) report_out << to_json(report).dump(2) << "\n";
+  if (!flags.plot_file.empty()) write_plot(report, flags.plot_file);
   if (report.interrupted) return kExitInterrupted;
   return report.clean() ? kExitOk : kExitUnclean;
 }
@@ -107,8 +129,23 @@ Subcommand add_run_command(CLI::App& root) {
       ->check(CLI::IsMember({"inproc", "ipc", "tcp"}));
   run->add_option("--config", f.config_file, "A TOML file overlaying config/default.toml");
   run->add_option("--report", f.report_file, "Write the report as JSON to this file");
-  run->add_flag("--quiet", f.quiet, "No live progress line");
+  run->add_option("--scenario", f.scenario,
+                  "Play a scenario of faults and changes: a name (see 'zyolo scenarios') or a "
+                  ".toml file; its settings overlay --config, flags override both");
+  run->add_option("--seed", f.seed, "Seed of the scenario's random choices (chaos)");
+  run->add_option("--plot", f.plot_file, "Draw throughput, p99 latency and workers over time, "
+                  "with the scenario's events, into this PNG (needs gnuplot)");
+  run->add_flag("--quiet", f.quiet, "No live progress line, no event lines");
   return {run, [run, flags] { return run_fleet_command(*run, *flags); }};
+}
+
+Subcommand add_scenarios_command(CLI::App& root) {
+  auto* cmd = root.add_subcommand("scenarios", "List the scenarios built in (zyolo run --scenario NAME)");
+  return {cmd, [] {
+            for (const auto& [name, description] : builtin_scenarios())
+              fmt::print("{:<16} {}\n", name, description);
+            return kExitOk;
+          }};
 }
 
 }  // namespace zyolo

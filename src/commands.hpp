@@ -27,5 +27,6 @@ void apply_detector_flags(Config& config, const CLI::App& command, const Detecto
 
 Subcommand add_run_command(CLI::App& root);     // src/cmd_run.cpp: zyolo run
 Subcommand add_detect_command(CLI::App& root);  // src/cmd_detect.cpp: zyolo detect
+Subcommand add_scenarios_command(CLI::App& root);  // src/cmd_run.cpp: zyolo scenarios
 
 }  // namespace zyolo

@@ -209,7 +209,8 @@ Config default_config() {
   return config;
 }
 
-void apply_toml(Config& config, std::string_view toml_text, const std::string& source) {
+void apply_toml(Config& config, std::string_view toml_text, const std::string& source,
+                const std::vector<std::string_view>& skip) {
   toml::table table;
   try {
     table = toml::parse(toml_text, source);
@@ -217,6 +218,7 @@ void apply_toml(Config& config, std::string_view toml_text, const std::string& s
     const auto& at = e.source().begin;
     throw ConfigError(fmt::format("{}:{}:{}: {}", source, at.line, at.column, e.description()));
   }
+  for (const auto name : skip) table.erase(name);
   apply_table(config, table, "", known_keys(), source);
   settle_run_length(config, table);
 }

@@ -88,7 +88,9 @@ struct ConfigError : std::runtime_error {
 Config default_config();
 
 // Overlays the TOML text `toml` (named `source` in errors) onto `config`. Throws ConfigError.
-void apply_toml(Config& config, std::string_view toml, const std::string& source);
+// Top-level keys named in `skip` belong to the caller (a scenario's events) and are left alone.
+void apply_toml(Config& config, std::string_view toml, const std::string& source,
+                const std::vector<std::string_view>& skip = {});
 
 // Overlays the TOML file at `path`. Throws ConfigError if it is missing or bad.
 void apply_toml_file(Config& config, const std::string& path);

@@ -6,10 +6,14 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <random>
+#include <thread>
 
 #include "actor.hpp"
 #include "actors.hpp"
@@ -69,6 +73,22 @@ std::optional<Frames> ask(Actor& actor, milliseconds timeout) {
   return std::nullopt;
 }
 
+// Waits up to `timeout` for the STATS an actor sends by itself (a crashing worker's last word).
+std::optional<nlohmann::json> answer_stats(Actor& actor, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    zmq::pollitem_t item{actor.pipe().handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+    if (!(item.revents & ZMQ_POLLIN)) break;
+    auto m = recv_pipe(actor.pipe());
+    if (m && m->command == PipeCommand::Stats && !m->args.empty()) {
+      auto j = nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
+      if (!j.is_discarded()) return j;
+    }
+  }
+  return std::nullopt;
+}
+
 // The JSON counters of an actor's STATS answer.
 std::optional<nlohmann::json> ask_stats(Actor& actor, milliseconds timeout) {
   auto frames = ask(actor, timeout);
@@ -83,14 +103,73 @@ int64_t now_us() {
       .count();
 }
 
+// Resident memory of this process, in MB.
+double resident_mb() {
+  std::ifstream statm("/proc/self/statm");
+  long pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
+}
+
+// Adds the counters of a broker that is about to stop to those of the ones before it; gauges
+// (workers, idle, queue, services) are the latest broker's.
+void add_counters(nlohmann::json& total, const nlohmann::json& latest) {
+  for (const auto& [key, value] : latest.items()) {
+    const bool gauge = key == "workers" || key == "idle" || key == "queue" || key == "services";
+    if (gauge || !total.contains(key)) {
+      total[key] = value;
+    } else if (value.is_number_integer() && total[key].is_number_integer()) {
+      total[key] = total[key].get<long>() + value.get<long>();
+    } else if (value.is_object() && total[key].is_object()) {
+      add_counters(total[key], value);
+    } else {
+      total[key] = value;
+    }
+  }
+}
+
+// Where the link listens for nodes when a scenario needs one (the link itself connects to the
+// broker's endpoints of the run's transport).
+constexpr const char* kLinkClients = "inproc://zyolo-link-clients";
+constexpr const char* kLinkWorkers = "inproc://zyolo-link-workers";
+
+struct WorkerSlot {
+  std::unique_ptr<Actor> actor;  // null once it crashed or left
+  std::string id;
+  PoolConfig pool;
+  double started_s = 0;
+};
+
+struct ClientSlot {
+  std::unique_ptr<Actor> actor;
+  std::string id;
+  bool done = false, retiring = false;
+};
+
+// One step of the scenario: an event, or the second half of one (the new broker after a
+// kill-broker with `for`, the new worker after a crash-worker with `for`).
+struct Step {
+  double t;
+  std::size_t event;
+  bool second_half;
+};
+
 class Supervisor {
  public:
   Supervisor(const Config& config, const FleetOptions& options)
-      : config_(config), options_(options) {}
+      : config_(config), options_(options),
+        scenario_(options.scenario), random_(scenario_ ? scenario_->seed : 1) {
+    if (scenario_) {
+      for (std::size_t i = 0; i < scenario_->events.size(); ++i)
+        steps_.push_back({scenario_->events[i].at_s, i, false});
+      event_index_.assign(scenario_->events.size(), -1);
+    }
+  }
 
   Report run() {
     report_.clients = config_.run.clients;
     report_.transport = config_.run.transport;
+    if (scenario_) report_.scenario = scenario_->name;
     for (const auto& pool : pools_) {
       report_.workers_started += pool.workers;
       report_.pools.push_back({pool.service, pool.model, pool.workers});
@@ -111,58 +190,110 @@ class Supervisor {
   }
 
  private:
+  double seconds(Clock::time_point t) const { return std::chrono::duration<double>(t - start_).count(); }
+  double now_s() const { return seconds(Clock::now()); }
+
   void start_actors() {
-    const Config& c = config_;
     prepare_image_codecs();  // before workers decode concurrently for the first time
-    broker_ = std::make_unique<Actor>(ctx_, "broker", [c](zmq::context_t& ctx, zmq::socket_ref p) {
-      broker(ctx, p, c);
-    });
-    int index = 0;
-    for (const auto& pool : pools_) {
-      const Config wc = for_pool(pool);
-      for (int k = 0; k < pool.workers; ++k) {
-        std::string id = fmt::format("w{}", index++);
-        workers_.push_back(std::make_unique<Actor>(
-            ctx_, "worker-" + id,
-            [wc, id](zmq::context_t& ctx, zmq::socket_ref p) { worker(ctx, p, wc, id); }));
-      }
+    if (scenario_ && scenario_->uses_link()) {
+      const LinkEndpoints ends{kLinkClients, kLinkWorkers, config_.frontend(), config_.backend()};
+      const int idle_ms = 2 * std::max(config_.broker.heartbeat_ms * config_.broker.liveness,
+                                       config_.client.timeout_ms) + 1000;
+      const uint64_t seed = scenario_->seed;
+      link_ = std::make_unique<Actor>(ctx_, "link", [ends, idle_ms, seed](zmq::context_t& ctx, zmq::socket_ref p) {
+        link(ctx, p, ends, idle_ms, seed);
+      });
     }
-    const long per = c.run.requests / c.run.clients, extra = c.run.requests % c.run.clients;
-    for (int i = 0; i < c.run.clients; ++i) {
-      std::string id = fmt::format("c{}", i);
-      const long n = per + (i < extra ? 1 : 0);
-      const Config cc = for_pool(pools_[static_cast<std::size_t>(i) % pools_.size()]);
-      clients_.push_back(std::make_unique<Actor>(
-          ctx_, "client-" + id,
-          [cc, id, n](zmq::context_t& ctx, zmq::socket_ref p) { client(ctx, p, cc, id, n); }));
-    }
-    client_done_.assign(clients_.size(), false);
+    start_broker();
+    for (const auto& pool : pools_)
+      for (int k = 0; k < pool.workers; ++k) start_worker(pool);
+    const long per = config_.run.requests / config_.run.clients,
+               extra = config_.run.requests % config_.run.clients;
+    for (int i = 0; i < config_.run.clients; ++i) start_client(per + (i < extra ? 1 : 0), config_.run.duration_s);
   }
 
-  // The configuration an actor of `pool` sees: its service and its model.
+  // The configuration an actor of `pool` sees: its service, its model, and the endpoints it
+  // connects to (the link's, when there is one).
   Config for_pool(const PoolConfig& pool) const {
     Config c = config_;
     c.run.service = pool.service;
     c.worker.model = pool.model;
+    if (link_) {
+      c.run.transport = "inproc";
+      c.endpoints.inproc_frontend = kLinkClients;
+      c.endpoints.inproc_backend = kLinkWorkers;
+    }
     return c;
   }
 
-  // Polls the client pipes (and the signal descriptor) until every client is done.
+  // Starts a broker on the run's endpoints. After a kill, the old one's endpoints may take a
+  // moment to be released (tcp): a failed bind is tried again for up to 5 s.
+  void start_broker() {
+    const Config c = config_;
+    for (int attempt = 0;; ++attempt) {
+      try {
+        broker_ = std::make_unique<Actor>(ctx_, "broker", [c](zmq::context_t& ctx, zmq::socket_ref p) {
+          broker(ctx, p, c);
+        });
+        return;
+      } catch (const ActorError&) {
+        if (attempt >= 50) throw;
+        std::this_thread::sleep_for(milliseconds(100));  // back-off between bind attempts
+      }
+    }
+  }
+
+  WorkerSlot& start_worker(const PoolConfig& pool) {
+    const Config wc = for_pool(pool);
+    std::string id = fmt::format("w{}", workers_.size());
+    auto actor = std::make_unique<Actor>(ctx_, "worker-" + id, [wc, id](zmq::context_t& ctx, zmq::socket_ref p) {
+      worker(ctx, p, wc, id);
+    });
+    workers_.push_back({std::move(actor), id, pool, now_s()});
+    return workers_.back();
+  }
+
+  void start_client(long requests, double duration_s) {
+    const std::size_t i = clients_.size();
+    Config cc = for_pool(pools_[i % pools_.size()]);
+    cc.run.duration_s = duration_s;
+    std::string id = fmt::format("c{}", i);
+    auto actor = std::make_unique<Actor>(ctx_, "client-" + id, [cc, id, requests](zmq::context_t& ctx, zmq::socket_ref p) {
+      client(ctx, p, cc, id, requests);
+    });
+    clients_.push_back({std::move(actor), id});
+  }
+
+  std::size_t running_clients() const {
+    return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(),
+                                                  [](const ClientSlot& c) { return !c.done; }));
+  }
+
+  // Polls the client pipes (and the signal descriptor) until every client is done, playing the
+  // scenario's steps on time.
   void loop() {
     const milliseconds interval(config_.run.report_interval_ms), refresh(config_.run.progress_ms);
     auto row_at = start_ + interval;
     auto progress_at = start_ + refresh;
-    std::size_t done = 0;
-    while (done < clients_.size() && !report_.interrupted) {
+    while (running_clients() > 0 && !report_.interrupted) {
       std::vector<zmq::pollitem_t> items;
-      for (auto& c : clients_) items.push_back({c->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      std::vector<std::size_t> index;
+      for (std::size_t i = 0; i < clients_.size(); ++i) {
+        if (clients_[i].done) continue;
+        items.push_back({clients_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+        index.push_back(i);
+      }
       items.push_back({nullptr, signals_.fd(), ZMQ_POLLIN, 0});
-      const auto wake = options_.progress ? std::min(row_at, progress_at) : row_at;
+      auto wake = options_.progress ? std::min(row_at, progress_at) : row_at;
+      if (next_step_ < steps_.size()) wake = std::min(wake, step_time(steps_[next_step_]));
       zmq::poll(items, std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
                                                      wake - Clock::now()) + milliseconds(1)));
-      for (std::size_t i = 0; i < clients_.size(); ++i)
-        if (items[i].revents & ZMQ_POLLIN) done += on_client(i);
+      for (std::size_t k = 0; k < index.size(); ++k)
+        if (items[k].revents & ZMQ_POLLIN) on_client(index[k]);
       if (items.back().revents & ZMQ_POLLIN) report_.interrupted = true;
+      while (!report_.interrupted && next_step_ < steps_.size() &&
+             Clock::now() >= step_time(steps_[next_step_]))
+        play(steps_[next_step_++]);
       const auto now = Clock::now();
       if (now >= row_at) {
         add_row(now);
@@ -174,37 +305,42 @@ class Supervisor {
       }
     }
     if (options_.progress) fmt::print(stderr, "\r\033[K");
-    report_.elapsed_s = std::chrono::duration<double>(Clock::now() - start_).count();
+    report_.elapsed_s = now_s();
     add_row(Clock::now());
   }
 
-  // Handles one message from client i; returns 1 when that client just finished (DONE, or
-  // the STATS an interrupted client answers with, or $ERROR).
-  int on_client(std::size_t i) {
-    auto m = recv_pipe(clients_[i]->pipe());
-    if (!m || client_done_[i]) return 0;
+  Clock::time_point step_time(const Step& s) const {
+    return start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s.t));
+  }
+
+  // Handles one message from client i; marks it done when it just finished (DONE, or the STATS
+  // an interrupted client answers with, or $ERROR).
+  void on_client(std::size_t i) {
+    auto& slot = clients_[i];
+    auto m = recv_pipe(slot.actor->pipe());
+    if (!m || slot.done) return;
     const bool has_arg = !m->args.empty();
     switch (m->command) {
       case PipeCommand::Records:
         if (auto records = has_arg ? unpack_records(m->args[0]) : std::nullopt)
           sink_.add(static_cast<uint32_t>(i), *records);
-        return 0;
+        return;
       case PipeCommand::Detections:
         if (has_arg) detections_out_ << m->args[0].to_string_view();
-        return 0;
+        return;
       case PipeCommand::Done:
       case PipeCommand::Stats:
         if (has_arg) add_totals(nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false));
         break;
       case PipeCommand::Error:  // it will send nothing more; its request in flight is lost
         report_.actor_errors.push_back(
-            fmt::format("{}: {}", clients_[i]->name(), has_arg ? to_string(m->args[0]) : ""));
+            fmt::format("{}: {}", slot.actor->name(), has_arg ? to_string(m->args[0]) : ""));
         break;
       default:
-        return 0;
+        return;
     }
-    client_done_[i] = true;
-    return 1;
+    slot.done = true;
+    if (slot.retiring) slot.actor.reset();  // it left mid-run: its thread is not needed any more
   }
 
   void add_totals(const nlohmann::json& t) {
@@ -216,14 +352,176 @@ class Supervisor {
     report_.answered_by_service[t.value("service", "")] += t.value("answered", 0L);
   }
 
+  // --- the scenario ----------------------------------------------------------------------------
+
+  // Plays one step and records it in the report's events.
+  void play(const Step& step) {
+    const ScenarioEvent& e = scenario_->events[step.event];
+    const double t = now_s();
+    if (step.second_half) {
+      auto& fault = report_.events[static_cast<std::size_t>(event_index_[step.event])];
+      fault.end_t = t;
+      if (e.action == "kill-broker") {
+        start_broker();
+        fault.detail += fmt::format("; a new broker started at {:.2f} s", t);
+      } else {  // crash-worker: a new worker takes the crashed one's place
+        const auto& w = start_worker(last_crashed_pool_);
+        fault.detail += fmt::format("; {} replaced it at {:.2f} s", w.id, t);
+      }
+      announce(fault.kind + " (end)", fault.detail, t);
+      return;
+    }
+    FaultEvent fault{t, e.action, "", -1, -1, -1};
+    bool second_half = false;
+    if (e.action == "kill-broker") {
+      if (!broker_) {
+        fault.detail = "the broker was already down";
+      } else {
+        stop_broker();
+        fault.detail = "broker killed";
+        second_half = e.for_s > 0;
+      }
+    } else if (e.action == "restart-broker") {
+      if (broker_) {
+        fault.detail = "the broker was already up";
+      } else {
+        start_broker();
+        fault.detail = "a new broker";
+        fault.end_t = t;
+        for (auto& earlier : report_.events)  // the kill it ends
+          if (earlier.kind == "kill-broker" && earlier.end_t < 0) earlier.end_t = t;
+      }
+    } else if (e.action == "crash-worker" || e.action == "freeze-worker") {
+      WorkerSlot* w = choose_worker(e.worker);
+      if (!w) {
+        fault.detail = e.worker.empty() ? "no worker running" : e.worker + " is not running";
+      } else if (e.action == "crash-worker") {
+        fault.detail = w->id;
+        last_crashed_pool_ = w->pool;
+        stop_worker(*w, PipeCommand::Crash);
+        second_half = e.for_s > 0;
+      } else {
+        send_pipe(w->actor->pipe(), PipeCommand::Freeze,
+                  text_frames({std::to_string(std::lround(e.for_s * 1000))}));
+        fault.detail = fmt::format("{} for {:.2f} s", w->id, e.for_s);
+        fault.end_t = t + e.for_s;
+      }
+    } else if (e.action == "partition" || e.action == "drop" || e.action == "delay") {
+      const double value = e.action == "drop" ? e.fraction : e.action == "delay" ? e.delay_ms : 0;
+      send_pipe(link_->pipe(), PipeCommand::Rule,
+                text_frames({e.nodes, e.action, fmt::format("{}", value),
+                             std::to_string(std::lround(e.for_s * 1000))}));
+      fault.detail = e.action == "partition" ? fmt::format("{} for {:.2f} s", e.nodes, e.for_s)
+                     : e.action == "drop"    ? fmt::format("{:.0f}% of {} for {:.2f} s", 100 * e.fraction, e.nodes, e.for_s)
+                                             : fmt::format("{} by {:.0f} ms for {:.2f} s", e.nodes, e.delay_ms, e.for_s);
+      fault.end_t = t + e.for_s;
+    } else if (e.action == "add-workers") {
+      // Chaos stops adding at its max_workers (by default twice the workers the run started with).
+      const auto& chaos = scenario_->chaos;
+      const std::size_t most = !chaos.enabled ? SIZE_MAX
+                               : chaos.max_workers > 0 ? static_cast<std::size_t>(chaos.max_workers)
+                                                       : 2 * static_cast<std::size_t>(report_.workers_started);
+      std::vector<std::string> ids;
+      for (int k = 0; k < e.count && running_workers() < most; ++k)
+        ids.push_back(start_worker(pools_.front()).id);
+      fault.detail = ids.empty() ? fmt::format("already {} workers: none added", running_workers())
+                                 : fmt::format("{}", fmt::join(ids, ", "));
+    } else if (e.action == "remove-workers") {
+      std::vector<std::string> ids;
+      for (int k = 0; k < e.count && running_workers() > 1; ++k) {
+        auto it = std::find_if(workers_.rbegin(), workers_.rend(), [](auto& w) { return w.actor != nullptr; });
+        ids.push_back(it->id);
+        stop_worker(*it, PipeCommand::Term);
+      }
+      fault.detail = ids.empty() ? "only one worker left: none removed" : fmt::format("{}", fmt::join(ids, ", "));
+    } else if (e.action == "set-clients") {
+      fault.detail = set_clients(static_cast<std::size_t>(e.count), t);
+    }
+    event_index_[step.event] = static_cast<int>(report_.events.size());
+    report_.events.push_back(fault);
+    announce(fault.kind, fault.detail, t);
+    if (second_half) {  // keep the steps in time order
+      const Step next{step.t + e.for_s, step.event, true};
+      auto at = std::upper_bound(steps_.begin() + static_cast<long>(next_step_), steps_.end(), next,
+                                 [](const Step& a, const Step& b) { return a.t < b.t; });
+      steps_.insert(at, next);
+    }
+  }
+
+  void announce(const std::string& kind, const std::string& detail, double t) {
+    if (!options_.announce) return;
+    if (options_.progress) fmt::print(stderr, "\r\033[K");
+    fmt::print(stderr, "  {:6.2f} s  {}: {}\n", t, kind, detail);
+  }
+
+  std::size_t running_workers() const {
+    return static_cast<std::size_t>(std::count_if(workers_.begin(), workers_.end(),
+                                                  [](const WorkerSlot& w) { return w.actor != nullptr; }));
+  }
+
+  // The running worker `id`, or with no id one drawn from the scenario's seed; null if none.
+  WorkerSlot* choose_worker(const std::string& id) {
+    std::vector<WorkerSlot*> running;
+    for (auto& w : workers_)
+      if (w.actor && (id.empty() || w.id == id)) running.push_back(&w);
+    if (running.empty()) return nullptr;
+    return running[std::uniform_int_distribution<std::size_t>(0, running.size() - 1)(random_)];
+  }
+
+  // Starts clients or retires the newest ones until `count` are running.
+  std::string set_clients(std::size_t count, double t) {
+    std::size_t running = 0;
+    for (const auto& c : clients_) running += !c.done && !c.retiring;
+    const double remaining = config_.run.duration_s - t;
+    if (count > running && remaining > 0.1) {
+      const std::size_t first = clients_.size();
+      for (std::size_t k = running; k < count; ++k) start_client(0, remaining);
+      return fmt::format("{} -> {} clients (c{}..c{} started)", running, count, first, clients_.size() - 1);
+    }
+    std::vector<std::string> ids;
+    for (auto it = clients_.rbegin(); it != clients_.rend() && running > count; ++it) {
+      if (it->done || it->retiring) continue;
+      send_pipe(it->actor->pipe(), PipeCommand::Retire);
+      it->retiring = true;
+      ids.push_back(it->id);
+      --running;
+    }
+    return ids.empty() ? fmt::format("{} clients: no change", running)
+                       : fmt::format("{} -> {} clients ({} retire)", running + ids.size(), count, fmt::join(ids, ", "));
+  }
+
+  // Stops a worker with $TERM (it says DISCONNECT) or CRASH (it does not), keeping its counters.
+  void stop_worker(WorkerSlot& w, PipeCommand how) {
+    WorkerShare share{w.id, w.pool.service, 0, w.started_s, now_s()};
+    std::optional<nlohmann::json> s;
+    if (how == PipeCommand::Crash) {
+      if (send_pipe(w.actor->pipe(), PipeCommand::Crash, {}, zmq::send_flags::dontwait))
+        s = answer_stats(*w.actor, milliseconds(10'000));
+      share.crashed = true;
+    } else {
+      s = ask_stats(*w.actor, milliseconds(10'000));
+    }
+    if (s) share.served = s->value("served", 0L);
+    report_.workers.push_back(share);
+    w.actor.reset();
+  }
+
+  void stop_broker() {
+    if (auto s = broker_stats(milliseconds(2000))) add_counters(broker_totals_, *s);
+    broker_.reset();
+    ++broker_incarnations_;
+  }
+
   // One timeline row, with the broker's view of workers and queue.
   void add_row(Clock::time_point now) {
     TimelineRow row;
-    row.t = std::chrono::duration<double>(now - start_).count();
-    if (auto s = broker_stats(milliseconds(1000))) {
+    row.t = seconds(now);
+    if (auto s = broker_ ? broker_stats(milliseconds(1000)) : std::nullopt) {
       row.workers = s->value("workers", 0L);
       row.queue = s->value("queue", 0L);
     }
+    for (const auto& c : clients_) row.clients += !c.done && !c.retiring;
+    row.rss_mb = resident_mb();
     report_.timeline.push_back(row);
   }
 
@@ -238,60 +536,71 @@ class Supervisor {
   }
 
   void draw_progress(Clock::time_point now) {
-    const double t = std::chrono::duration<double>(now - start_).count();
+    const double t = seconds(now);
     const long answered = sink_.answered();
     const std::string done =
         config_.run.duration_s > 0
             ? fmt::format("{:6.1f} of {:.0f} s", t, config_.run.duration_s)
             : fmt::format("{:6.1f} s  {} of {} requests ended", t, sink_.count(), config_.run.requests);
-    fmt::print(stderr, "\r\033[K  {}  answered {}  errors {}  {:.0f}/s", done, answered,
-               sink_.count() - answered, t > 0 ? answered / t : 0.0);
+    fmt::print(stderr, "\r\033[K  {}  answered {}  errors {}  {:.0f}/s{}", done, answered,
+               sink_.count() - answered, t > 0 ? answered / t : 0.0, broker_ ? "" : "  (no broker)");
   }
 
-  // Collects the final counters and stops every actor: clients, workers, broker.
+  // Collects the final counters and stops every actor: clients, workers, broker, link.
   void stop_actors() {
     collect_unfinished_clients();
     clients_.clear();
-    for (auto& w : workers_) {
-      WorkerShare share{w->name(), "", 0};
-      if (auto s = ask_stats(*w, milliseconds(10'000))) {
-        share.id = s->value("id", w->name());
-        share.service = s->value("service", "");
-        share.served = s->value("served", 0L);
-      }
-      report_.workers.push_back(share);
-    }
+    for (auto& w : workers_)
+      if (w.actor) stop_worker(w, PipeCommand::Term);
+    std::sort(report_.workers.begin(), report_.workers.end(), [](const auto& a, const auto& b) {
+      return std::stoi(a.id.substr(1)) < std::stoi(b.id.substr(1));
+    });
     workers_.clear();
-    if (auto s = broker_stats(milliseconds(2000))) report_.broker = *s;
-    broker_.reset();
+    if (broker_) stop_broker();
+    report_.broker = broker_totals_;
+    if (broker_incarnations_ > 1) report_.broker["incarnations"] = broker_incarnations_;
+    if (link_) {
+      if (auto s = ask_stats(*link_, milliseconds(2000))) report_.link = *s;
+      link_.reset();
+    }
   }
 
   // After an interruption: asks every client still running for STATS (it flushes its records
   // first) and handles what comes back like any client message, for up to 2 s.
   void collect_unfinished_clients() {
-    std::size_t waiting = 0;
-    for (std::size_t i = 0; i < clients_.size(); ++i)
-      if (!client_done_[i] &&
-          send_pipe(clients_[i]->pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait))
-        ++waiting;
+    for (auto& c : clients_)
+      if (!c.done) (void)send_pipe(c.actor->pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait);
     const auto deadline = Clock::now() + milliseconds(2000);
-    while (waiting > 0 && Clock::now() < deadline) {
+    while (running_clients() > 0 && Clock::now() < deadline) {
       std::vector<zmq::pollitem_t> items;
-      for (auto& c : clients_) items.push_back({c->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      std::vector<std::size_t> index;
+      for (std::size_t i = 0; i < clients_.size(); ++i) {
+        if (clients_[i].done) continue;
+        items.push_back({clients_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+        index.push_back(i);
+      }
       zmq::poll(items, milliseconds(100));
-      for (std::size_t i = 0; i < clients_.size(); ++i)
-        if (items[i].revents & ZMQ_POLLIN) waiting -= on_client(i);
+      for (std::size_t k = 0; k < index.size(); ++k)
+        if (items[k].revents & ZMQ_POLLIN) on_client(index[k]);
     }
   }
 
   const Config& config_;
   const std::vector<PoolConfig> pools_ = config_.pools_or_default();
   FleetOptions options_;
+  const Scenario* scenario_;
+  std::vector<Step> steps_;
+  std::size_t next_step_ = 0;
+  std::vector<int> event_index_;  // scenario event -> its entry in report_.events
+  std::mt19937_64 random_;        // the scenario's seed: which worker a fault picks
+  PoolConfig last_crashed_pool_;
   SignalFd signals_;  // before the context: ZeroMQ's own threads inherit the mask too
   zmq::context_t ctx_ = make_context();
-  std::unique_ptr<Actor> broker_;
-  std::vector<std::unique_ptr<Actor>> workers_, clients_;
-  std::vector<bool> client_done_;
+  std::unique_ptr<Actor> link_, broker_;
+  std::vector<WorkerSlot> workers_;
+  std::vector<ClientSlot> clients_;
+  nlohmann::json broker_totals_ = nlohmann::json::object();
+  int broker_incarnations_ = 0;
   RecordSink sink_;
   Report report_;
   std::ofstream detections_out_;  // --save-detections: only this thread writes it

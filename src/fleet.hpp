@@ -1,15 +1,23 @@
 // The supervisor of `zyolo run`: the main thread owns the one ZeroMQ context, starts the broker,
 // the workers and the clients as attached-thread actors, collects what they report over their
 // pipes, and stops them all. It shares no state with them: only messages cross.
+//
+// With a scenario it also plays the scenario's events on time, from the same poll loop: it stops
+// and starts the broker, crashes, freezes, adds and removes workers, starts and retires clients,
+// and tells the link actor (threads/link.cpp) to partition, drop or delay. Each event goes into
+// the report with the time the fault ended, from which the report measures recovery.
 #pragma once
 
 #include "config.hpp"
 #include "report.hpp"
+#include "scenario.hpp"
 
 namespace zyolo {
 
 struct FleetOptions {
   bool progress = false;  // draw a live one-line progress display on stderr
+  bool announce = false;  // print each scenario event on stderr as it happens
+  const Scenario* scenario = nullptr;  // settled (settle_scenario); null: no faults, no changes
 };
 
 // Blocks SIGINT and SIGTERM in the calling thread. Call it before any thread starts (ours,

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
 namespace zyolo {
@@ -41,8 +42,37 @@ void RecordSink::add(uint32_t client, const std::vector<ClientRecord>& records) 
   }
 }
 
+// How the fleet recovered from each fault that ended: from its end to the first answer, and to
+// the start of the first 1 s window whose throughput is back to 90% of the 3 s before the fault.
+// (A fault the fleet did not notice recovers in 0 s.)
+// `answers` holds the times (s since the start) of every answer, sorted.
+static void measure_recovery(std::vector<FaultEvent>& events, const std::vector<double>& answers) {
+  auto count = [&](double from, double to) {
+    return static_cast<double>(std::lower_bound(answers.begin(), answers.end(), to) -
+                               std::lower_bound(answers.begin(), answers.end(), from));
+  };
+  const double last = answers.empty() ? 0 : answers.back();
+  for (auto& e : events) {
+    if (e.end_t < 0) continue;
+    auto first = std::lower_bound(answers.begin(), answers.end(), e.end_t);
+    if (first != answers.end()) e.first_answer_s = *first - e.end_t;
+    const double window = std::min(3.0, e.t);
+    if (window < 0.5) continue;  // too early in the run to know the throughput before
+    const double before = count(e.t - window, e.t) / window;
+    if (before <= 0) continue;
+    for (double x = e.end_t; x + 1.0 <= last; x += 0.05)
+      if (count(x, x + 1.0) >= 0.9 * before) {
+        e.recover90_s = x - e.end_t;
+        break;
+      }
+  }
+}
+
 void RecordSink::finish(Report& report, int64_t start_us, int interval_ms) const {
   std::vector<uint32_t> latencies, stages[4];
+  std::vector<std::vector<uint32_t>> bins(report.timeline.size());
+  std::map<int, std::vector<uint32_t>> error_latencies;
+  std::vector<double> answers;  // seconds since the start
   std::set<std::pair<uint32_t, uint32_t>> seen;
   for (const auto& e : records_) {
     // One request must end once: a second record of the same request is a duplicate delivery.
@@ -60,10 +90,31 @@ void RecordSink::finish(Report& report, int64_t start_us, int interval_ms) const
     } else {
       ++report.errors;
       ++report.errors_by_status[e.record.status];
+      error_latencies[e.record.status].push_back(e.record.latency_us);
     }
     const double t = static_cast<double>(e.record.end_us - start_us) / 1e6;
     const auto bin = static_cast<std::size_t>(std::max(0.0, t * 1000.0 / interval_ms));
-    if (bin < report.timeline.size() && e.record.status == 200) ++report.timeline[bin].answered;
+    if (e.record.status == 200) {
+      answers.push_back(t);
+      if (bin < report.timeline.size()) {
+        ++report.timeline[bin].answered;
+        bins[bin].push_back(e.record.latency_us);
+      }
+    }
+  }
+  for (std::size_t i = 0; i < bins.size(); ++i) report.timeline[i].p99_ms = percentiles(std::move(bins[i])).p99;
+  for (auto& [status, us] : error_latencies) report.error_latency_ms[status] = percentiles(std::move(us));
+  std::sort(answers.begin(), answers.end());
+  measure_recovery(report.events, answers);
+  for (auto& w : report.workers) {
+    const double end = w.stopped_s >= 0 ? w.stopped_s : report.elapsed_s;
+    w.answered_while_up = std::lower_bound(answers.begin(), answers.end(), end) -
+                          std::lower_bound(answers.begin(), answers.end(), w.started_s);
+  }
+  if (!report.timeline.empty()) {
+    report.rss_start_mb = report.timeline.front().rss_mb;
+    report.rss_end_mb = report.timeline.back().rss_mb;
+    for (const auto& row : report.timeline) report.rss_max_mb = std::max(report.rss_max_mb, row.rss_mb);
   }
   std::sort(latencies.begin(), latencies.end());
   report.p50_ms = percentile_ms(latencies, 50);
@@ -82,7 +133,10 @@ nlohmann::json to_json(const Report& r) {
   for (const auto& [status, n] : r.errors_by_status) errors_by_status[std::to_string(status)] = n;
   nlohmann::json workers = nlohmann::json::array();
   for (const auto& w : r.workers)
-    workers.push_back({{"id", w.id}, {"service", w.service}, {"served", w.served}});
+    workers.push_back({{"id", w.id}, {"service", w.service}, {"served", w.served},
+                       {"started_s", w.started_s}, {"stopped_s", w.stopped_s},
+                       {"crashed", w.crashed}, {"answered_while_up", w.answered_while_up},
+                       {"share_while_up", w.share()}});
   nlohmann::json pools = nlohmann::json::array();
   for (const auto& p : r.pools)
     pools.push_back({{"service", p.service}, {"model", p.model}, {"workers", p.workers},
@@ -93,32 +147,46 @@ nlohmann::json to_json(const Report& r) {
     stages[name] = {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}};
   nlohmann::json timeline = nlohmann::json::array();
   for (const auto& row : r.timeline)
-    timeline.push_back(
-        {{"t", row.t}, {"answered", row.answered}, {"workers", row.workers}, {"queue", row.queue}});
+    timeline.push_back({{"t", row.t}, {"answered", row.answered}, {"p99_ms", row.p99_ms},
+                        {"workers", row.workers}, {"queue", row.queue}, {"clients", row.clients},
+                        {"rss_mb", row.rss_mb}});
+  nlohmann::json events = nlohmann::json::array();
+  for (const auto& e : r.events)
+    events.push_back({{"t", e.t}, {"kind", e.kind}, {"detail", e.detail}, {"end_t", e.end_t},
+                      {"first_answer_s", e.first_answer_s}, {"recover90_s", e.recover90_s}});
+  nlohmann::json error_latency = nlohmann::json::object();
+  for (const auto& [status, p] : r.error_latency_ms)
+    error_latency[std::to_string(status)] = {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}};
   return {
       {"run",
        {{"clients", r.clients}, {"workers", r.workers_started}, {"pools", pools},
-        {"transport", r.transport}, {"elapsed_s", r.elapsed_s}, {"interrupted", r.interrupted}}},
+        {"transport", r.transport}, {"scenario", r.scenario}, {"elapsed_s", r.elapsed_s},
+        {"interrupted", r.interrupted}}},
       {"requests",
        {{"sent", r.sent}, {"answered", r.answered}, {"errors", r.errors}, {"lost", r.lost},
         {"duplicates_delivered", r.duplicates_delivered},
         {"duplicates_dropped", r.duplicates_dropped}, {"retries", r.retries},
         {"mismatched", r.mismatched}, {"wrong_service", r.wrong_service},
-        {"errors_by_status", errors_by_status}}},
+        {"errors_by_status", errors_by_status}, {"error_latency_ms", error_latency}}},
       {"latency_ms", {{"p50", r.p50_ms}, {"p90", r.p90_ms}, {"p99", r.p99_ms}, {"max", r.max_ms}}},
       {"stages_ms", stages},
       {"throughput_rps", r.throughput_rps},
       {"workers", workers},
       {"timeline", timeline},
+      {"events", events},
+      {"memory_mb", {{"start", r.rss_start_mb}, {"end", r.rss_end_mb}, {"max", r.rss_max_mb}}},
       {"broker", r.broker},
+      {"link", r.link},
       {"actor_errors", r.actor_errors},
   };
 }
 
 std::string summary_text(const Report& r) {
   std::string s;
-  s += fmt::format("zyolo run: {} clients, {} workers, transport {}{}\n", r.clients,
-                   r.workers_started, r.transport, r.interrupted ? " (interrupted)" : "");
+  s += fmt::format("zyolo run: {} clients, {} workers, transport {}{}{}\n", r.clients,
+                   r.workers_started, r.transport,
+                   r.scenario.empty() ? "" : ", scenario " + r.scenario,
+                   r.interrupted ? " (interrupted)" : "");
   for (const auto& p : r.pools)
     s += fmt::format("  service {}: {} workers, model {}, answered {}\n", p.service, p.workers,
                      p.model, r.answered_by_service.count(p.service) ? r.answered_by_service.at(p.service) : 0);
@@ -127,7 +195,8 @@ std::string summary_text(const Report& r) {
   s += fmt::format("  duplicates delivered {}  dropped {}   retries {}\n", r.duplicates_delivered,
                    r.duplicates_dropped, r.retries);
   for (const auto& [status, n] : r.errors_by_status)
-    s += fmt::format("  errors with status {}: {}\n", status, n);
+    s += fmt::format("  errors with status {}: {} (p99 after {:.2f} ms)\n", status, n,
+                     r.error_latency_ms.count(status) ? r.error_latency_ms.at(status).p99 : 0.0);
   if (r.mismatched) s += fmt::format("  MISMATCHED replies: {}\n", r.mismatched);
   if (r.wrong_service) s += fmt::format("  answers from the WRONG SERVICE: {}\n", r.wrong_service);
   s += fmt::format("  throughput {:.0f} requests/s over {:.2f} s\n", r.throughput_rps, r.elapsed_s);
@@ -146,6 +215,36 @@ std::string summary_text(const Report& r) {
     s += fmt::format(" {} {} ({:.1f}%)", w.id, w.served,
                      served ? 100.0 * static_cast<double>(w.served) / static_cast<double>(served) : 0.0);
   s += "\n";
+  for (const auto& w : r.workers)
+    if (w.started_s > 0.5 || w.stopped_s >= 0)
+      s += fmt::format("  worker {} up {:.2f}..{} s{}: served {:.1f}% of the answers meanwhile\n", w.id,
+                       w.started_s, w.stopped_s >= 0 ? fmt::format("{:.2f}", w.stopped_s) : "end",
+                       w.crashed ? " (crashed)" : "", 100 * w.share());
+  if (!r.events.empty()) s += "  events (recovery: to the first answer / to 90% of the throughput before)\n";
+  for (const auto& e : r.events) {
+    s += fmt::format("    {:6.2f} s  {:<14} {}", e.t, e.kind, e.detail);
+    if (e.end_t >= 0) {
+      auto secs = [](double v) { return v >= 0 ? fmt::format("{:.2f} s", v) : std::string("not seen"); };
+      s += fmt::format("  [ends {:.2f} s; recovery {} / {}]", e.end_t, secs(e.first_answer_s), secs(e.recover90_s));
+    }
+    s += "\n";
+  }
+  if (r.broker.is_object() && !r.broker.empty()) {
+    auto n = [&](const char* key) { return r.broker.value(key, 0L); };
+    long late = 0;
+    if (r.broker.contains("unknown_worker_commands"))
+      late = r.broker["unknown_worker_commands"].value("REPLY", 0L);
+    s += fmt::format("  broker     requeued {}  expired workers {}  lost in transit {}  late replies "
+                     "dropped {}  retries dropped {}  503 {}{}\n",
+                     n("requeued"), n("expired"), n("lost_in_transit"), late, n("retries_dropped"),
+                     n("rejected_busy"),
+                     r.broker.contains("incarnations") ? fmt::format("  restarts {}", n("incarnations") - 1) : "");
+  }
+  if (r.link.is_object() && !r.link.empty())
+    s += fmt::format("  link       forwarded {}  dropped {}  delayed {}\n", r.link.value("forwarded", 0L),
+                     r.link.value("dropped", 0L), r.link.value("delayed", 0L));
+  if (r.rss_max_mb > 0)
+    s += fmt::format("  memory MB: start {:.0f}  end {:.0f}  max {:.0f}\n", r.rss_start_mb, r.rss_end_mb, r.rss_max_mb);
   for (const auto& e : r.actor_errors) s += fmt::format("  actor error: {}\n", e);
   return s;
 }

@@ -17,6 +17,20 @@ struct TimelineRow {
   long answered = 0;  // requests answered within the interval
   long workers = 0;   // workers registered at the broker
   long queue = 0;     // requests waiting at the broker
+  long clients = 0;   // clients running at the end of the interval
+  double p99_ms = 0;  // p99 latency of the requests answered within the interval
+  double rss_mb = 0;  // resident memory of the process at the end of the interval
+};
+
+// A scenario event as it happened, and for a fault, how the fleet recovered from it.
+struct FaultEvent {
+  double t = 0;         // seconds since the start
+  std::string kind;     // kill-broker, restart-broker, crash-worker, freeze-worker, partition, ...
+  std::string detail;   // what it acted on, e.g. "w1" or "workers for 2.0 s"
+  // For a fault that ends (a restart, a heal, a wake-up): when it ended, and how long from then
+  // until the first answered request and until throughput was back to 90% of what it was before
+  // the fault. -1: not measured (no end, or no recovery seen before the run ended).
+  double end_t = -1, first_answer_s = -1, recover90_s = -1;
 };
 
 struct Percentiles {
@@ -27,6 +41,13 @@ struct WorkerShare {
   std::string id;
   std::string service;
   long served = 0;
+  double started_s = 0, stopped_s = -1;  // when it started and ended (-1: ran to the end)
+  bool crashed = false;                  // it was stopped by a crash-worker fault
+  // Requests the whole fleet answered while this worker was up, and its share of them.
+  long answered_while_up = 0;
+  double share() const {
+    return answered_while_up ? static_cast<double>(served) / static_cast<double>(answered_while_up) : 0;
+  }
 };
 
 struct Report {
@@ -43,13 +64,18 @@ struct Report {
   long wrong_service = 0;  // answers from a worker of a service other than the one asked for
   std::map<std::string, long> answered_by_service;
   std::map<int, long> errors_by_status;
+  std::map<int, Percentiles> error_latency_ms;  // per error status: how long until it came
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, throughput_rps = 0;
   // Per-stage times of answered requests, ms: queue_wait (at the broker, every run) and, with a
   // YOLO model, decode, pre, inference and post (as the workers measured them).
   std::map<std::string, Percentiles> stages_ms;
   std::vector<WorkerShare> workers;
   std::vector<TimelineRow> timeline;
-  nlohmann::json broker;               // the broker's own counters at the end
+  std::vector<FaultEvent> events;      // scenario events, in time order
+  std::string scenario;                // its name, or empty
+  nlohmann::json broker;               // the broker's own counters (summed over restarts)
+  nlohmann::json link;                 // the link's counters, when a scenario used one
+  double rss_start_mb = 0, rss_end_mb = 0, rss_max_mb = 0;  // from the timeline's rows
   std::vector<std::string> actor_errors;  // what actors said in $ERROR
 
   bool clean() const {

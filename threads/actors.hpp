@@ -27,13 +27,29 @@ void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
 // reconnects with back-off when the broker is gone. With a model it loads it BEFORE it registers
 // (so nothing is routed to a worker still loading) and answers each image with its detections;
 // with model "none" it echoes the payload after config.worker.service_ms.
-// STATS JSON: id, served, bad_requests, errors, reconnects, malformed.
+// STATS JSON: id, served, bad_requests, errors, reconnects, malformed, freezes.
+// CRASH: exit at once without DISCONNECT (answering STATS first); FREEZE [ms]: hang in the next
+// request.
 void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id);
 
 // Synchronous client `id`: sends `requests` requests (or, with config.run.duration_s, as many as
 // fit), one at a time, with Lazy Pirate retries until each request's deadline. It reports each
 // finished request in RECORDS batches and ends with [DONE][JSON totals], then waits for $TERM.
+// RETIRE: end after the request in flight.
 void client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id,
             long requests);
+
+// Where the link (threads/link.cpp) listens for nodes, and the broker endpoints it connects to.
+struct LinkEndpoints {
+  std::string client_side, worker_side;  // bound by the link; clients and workers connect here
+  std::string frontend, backend;         // the broker's
+};
+
+// A simulated network between the nodes and the broker. RULE [nodes][mode][value][ms] drops all
+// traffic of the nodes (partition), a fraction of it (drop) or delays it (delay) for ms; `nodes`
+// is all, clients, workers or a comma-separated list of node ids (c0, w1, ...). A connection
+// silent for idle_ms is closed. STATS JSON: forwarded, dropped, delayed, connections, ...
+void link(zmq::context_t& ctx, zmq::socket_ref pipe, const LinkEndpoints& endpoints, int idle_ms,
+          uint64_t seed);
 
 }  // namespace zyolo

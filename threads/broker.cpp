@@ -5,9 +5,23 @@
 // Any message from an unknown worker but READY is answered with DISCONNECT (that is how workers
 // learn that the broker restarted). READY from a known worker is a protocol error: DISCONNECT.
 // A worker silent for liveness x heartbeat is expired; a request it held is re-queued once.
+// A worker that heartbeats while holding a request for over two intervals lost it in transit:
+// it is re-queued the same way (see on_worker_heartbeat).
 // A client's Lazy Pirate retry of a request that is still queued or held (same routing id, same
 // request id) is dropped: the answer already on its way reaches the client's new socket, since
 // the frontend hands a routing id over to the newest connection.
+//
+// Bad input is dropped or answered and counted, never fatal. STATS names each kind:
+//   faults{<fault_name>}   a message that does not decode (empty message, wrong protocol header,
+//                          unknown command, too many frames, ...), and "oversized message": more
+//                          bytes in all than broker.max_message_bytes. (Over tcp/ipc, libzmq's
+//                          ZMQ_MAXMSGSIZE also drops the connection of a peer that sends a single
+//                          frame over the limit before the broker sees it: not counted here.)
+//   unknown_worker         HEARTBEAT, REPLY (any command but READY) from an unregistered worker;
+//                          by command in unknown_worker_commands{READY..DISCONNECT}
+//   protocol_errors        valid messages invalid in the worker's state; by kind in
+//                          protocol_errors_by_kind{"READY twice", "REPLY not asked for",
+//                          "READY for mmi.*"}
 #include <chrono>
 #include <deque>
 #include <map>
@@ -30,7 +44,7 @@ struct Request {
   zmq::message_t client;  // the client's routing id
   Frames body;
   std::string key;        // client routing id + request id; empty when the body has no id
-  Clock::time_point queued_at;
+  Clock::time_point queued_at, dispatched_at;
   int requeues = 0;
 };
 
@@ -50,7 +64,10 @@ struct Service {
 struct Counters {
   long requests = 0, replies = 0, rejected_busy = 0, requeued = 0, expired = 0, abandoned = 0;
   long unroutable = 0, unknown_worker = 0, protocol_errors = 0, mmi = 0, retries_dropped = 0;
+  long lost_in_transit = 0;  // requests given up on because their worker heartbeats idle
   long faults[kFaultCount] = {};
+  long ready_twice = 0, unasked_reply = 0, reserved_service = 0;  // the protocol_errors by kind
+  std::map<std::string, long> unknown_worker_commands;
 };
 
 class Broker {
@@ -61,11 +78,12 @@ class Broker {
         backend_(ctx, zmq::socket_type::router),
         heartbeat_(config.broker.heartbeat_ms),
         expiry_(config.broker.heartbeat_ms * config.broker.liveness),
-        max_queue_(static_cast<std::size_t>(config.broker.max_queue)) {
+        max_queue_(static_cast<std::size_t>(config.broker.max_queue)),
+        max_bytes_(static_cast<std::size_t>(config.broker.max_message_bytes)) {
     for (auto* s : {&frontend_, &backend_}) {
       s->set(zmq::sockopt::linger, 0);
       s->set(zmq::sockopt::router_mandatory, true);  // a vanished peer is an error we count
-      s->set(zmq::sockopt::maxmsgsize, config.broker.max_message_bytes);
+      s->set(zmq::sockopt::maxmsgsize, config.broker.max_message_bytes);  // per frame, tcp/ipc
     }
     frontend_.set(zmq::sockopt::router_handover, true);  // a retrying client keeps its routing id
     frontend_.bind(config.frontend());
@@ -116,6 +134,7 @@ class Broker {
   void on_frontend() {
     auto frames = recv_frames(frontend_, zmq::recv_flags::dontwait);
     if (!frames) return;
+    if (frames_bytes(*frames) > max_bytes_) return count(Fault::Oversized);  // dropped
     auto m = decode_client_request(std::move(*frames));
     if (!m) return count(m.fault());  // cannot be answered in its own protocol: dropped
     if (m->service.starts_with("mmi.")) return on_mmi(m.value());
@@ -129,12 +148,12 @@ class Broker {
     auto& service = services_[m->service];
     if (service.requests.size() >= max_queue_) {
       ++n_.rejected_busy;
-      auto body = encode_app_reply(id, 503, R"({"error":"queue full"})");
+      auto body = encode_app_reply(id.empty() ? "-" : id, 503, R"({"error":"queue full"})");
       return to_client(m->sender, m->service, std::move(body));
     }
     if (!key.empty()) pending_.insert(key);
     service.requests.push_back(
-        {std::move(m->sender), std::move(m->body), std::move(key), Clock::now()});
+        {std::move(m->sender), std::move(m->body), std::move(key), Clock::now(), {}});
     dispatch(m->service);
   }
 
@@ -157,6 +176,7 @@ class Broker {
   void on_backend() {
     auto frames = recv_frames(backend_, zmq::recv_flags::dontwait);
     if (!frames) return;
+    if (frames_bytes(*frames) > max_bytes_) return count(Fault::Oversized);  // dropped
     auto m = decode_from_worker(std::move(*frames));
     if (!m) return count(m.fault());
     const std::string id = to_string(m->peer);
@@ -164,6 +184,7 @@ class Broker {
     if (it == workers_.end()) {
       if (m->command == Command::Ready) return on_ready(id, m.value());
       ++n_.unknown_worker;  // e.g. after a broker restart: tell it to register again
+      ++n_.unknown_worker_commands[std::string(command_name(m->command))];
       if (m->command != Command::Disconnect) to_worker(m->peer, Command::Disconnect);
       return;
     }
@@ -172,11 +193,13 @@ class Broker {
     switch (m->command) {
       case Command::Ready:  // READY twice: a protocol error
         ++n_.protocol_errors;
+        ++n_.ready_twice;
         to_worker(w.address, Command::Disconnect);
         return remove_worker(id);
       case Command::Reply:
         if (!w.held) {  // a REPLY it was never asked for
           ++n_.protocol_errors;
+          ++n_.unasked_reply;
           return;
         }
         pending_.erase(w.held->key);
@@ -188,14 +211,39 @@ class Broker {
       case Command::Disconnect:
         return remove_worker(id);
       case Command::Heartbeat:
+        return on_worker_heartbeat(id, w);
       case Command::Request:
         return;
     }
   }
 
+  // A worker serves one request at a time and sends no heartbeat while it serves: its reply
+  // always comes before its next heartbeat. So a heartbeat that arrives more than two intervals
+  // after a request went to it means the request (or its reply) was lost on the way, e.g. in a
+  // network partition shorter than the expiry. The request is re-queued (once, as on expiry) and
+  // the worker, alive and idle, goes back to the idle list.
+  void on_worker_heartbeat(const std::string& id, WorkerEntry& w) {
+    if (!w.held || Clock::now() - w.held->dispatched_at <= 2 * heartbeat_) return;
+    ++n_.lost_in_transit;
+    auto& service = services_[w.service];
+    Request r = std::move(*w.held);
+    w.held.reset();
+    if (r.requeues == 0) {
+      ++r.requeues;
+      ++n_.requeued;
+      service.requests.push_front(std::move(r));
+    } else {
+      ++n_.abandoned;  // its client's retry will bring it back
+      pending_.erase(r.key);
+    }
+    service.idle.push_back(id);
+    dispatch(w.service);
+  }
+
   void on_ready(const std::string& id, WorkerMessage& m) {
     if (m.service.starts_with("mmi.")) {
       ++n_.protocol_errors;
+      ++n_.reserved_service;
       return to_worker(m.peer, Command::Disconnect);
     }
     auto& w = workers_[id];
@@ -228,6 +276,7 @@ class Broker {
       }
       waits_us_.push_back(static_cast<uint32_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - r.queued_at).count()));
+      r.dispatched_at = Clock::now();
       w.held = std::move(r);
     }
   }
@@ -310,8 +359,12 @@ class Broker {
             {"rejected_busy", n_.rejected_busy}, {"requeued", n_.requeued},
             {"expired", n_.expired}, {"abandoned", n_.abandoned},
             {"unroutable", n_.unroutable}, {"unknown_worker", n_.unknown_worker},
-            {"protocol_errors", n_.protocol_errors}, {"mmi", n_.mmi},
-            {"retries_dropped", n_.retries_dropped},
+            {"protocol_errors", n_.protocol_errors},
+            {"protocol_errors_by_kind",
+             {{"READY twice", n_.ready_twice}, {"REPLY not asked for", n_.unasked_reply},
+              {"READY for mmi.*", n_.reserved_service}}},
+            {"unknown_worker_commands", n_.unknown_worker_commands}, {"mmi", n_.mmi},
+            {"retries_dropped", n_.retries_dropped}, {"lost_in_transit", n_.lost_in_transit},
             {"malformed", malformed}, {"faults", faults}, {"services", services}};
   }
 
@@ -320,6 +373,7 @@ class Broker {
   std::string frontend_endpoint_, backend_endpoint_;
   milliseconds heartbeat_, expiry_;
   std::size_t max_queue_;
+  std::size_t max_bytes_;  // broker.max_message_bytes: all frames of one message, any transport
   Clock::time_point heartbeat_at_;
   bool terminated_ = false;
   std::map<std::string, WorkerEntry> workers_;

@@ -3,6 +3,7 @@
 // its DEALER, opens a new one (same routing id, so the broker hands the identity over) and sends
 // the same request again, until the request's deadline. The request id makes this safe: a reply
 // whose id is not the one in flight is a late answer to an earlier attempt, dropped and counted.
+// RETIRE (a scenario lowering the client count) ends the client after the request in flight.
 #include <fmt/format.h>
 
 #include <chrono>
@@ -46,7 +47,8 @@ class Client {
     const auto end = start + std::chrono::duration_cast<Clock::duration>(
                                  std::chrono::duration<double>(config_.run.duration_s));
     flush_at_ = start + kFlushEvery;
-    while (!terminated_ && (timed ? Clock::now() < end : sent_ < requests_)) one_request();
+    while (!terminated_ && !retiring_ && (timed ? Clock::now() < end : sent_ < requests_))
+      one_request();
     if (terminated_) return;
     flush();
     send_pipe(pipe_, PipeCommand::Done, text_frames({totals().dump()}));
@@ -176,7 +178,8 @@ class Client {
     flush_at_ = Clock::now() + kFlushEvery;
   }
 
-  // $TERM ends the client; STATS (asked when a run is interrupted) flushes, then answers.
+  // $TERM ends the client; STATS (asked when a run is interrupted) flushes, then answers;
+  // RETIRE lets the request in flight end, then the client says DONE.
   void on_pipe() {
     auto m = recv_pipe(pipe_);
     if (!m || m->command == PipeCommand::Term) {
@@ -184,6 +187,8 @@ class Client {
     } else if (m->command == PipeCommand::Stats) {
       flush();
       send_pipe(pipe_, PipeCommand::Stats, text_frames({totals().dump()}));
+    } else if (m->command == PipeCommand::Retire) {
+      retiring_ = true;
     }
   }
 
@@ -207,7 +212,7 @@ class Client {
   std::vector<ClientRecord> records_;
   std::vector<std::string> detections_;  // JSON lines waiting for the next flush
   Clock::time_point flush_at_;
-  bool terminated_ = false;
+  bool terminated_ = false, retiring_ = false;
   long sent_ = 0, answered_ = 0, late_ = 0, mismatched_ = 0, malformed_ = 0, reconnects_ = 0;
   long wrong_service_ = 0;
 };

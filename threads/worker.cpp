@@ -3,11 +3,19 @@
 // time, heartbeats the broker, and when the broker goes silent for liveness x heartbeat (or says
 // DISCONNECT) it closes the socket, waits a back-off that doubles up to a ceiling, and registers
 // again on a new socket. On $TERM it says DISCONNECT so the broker forgets it at once.
+//
+// Each socket gets a routing id of its own, "<id>-<random>-<generation>": readable in the broker's
+// counters, unique across processes, and new on each reconnection (a worker that registers again
+// is a new worker to the broker; its old identity may still be on its books until it expires).
+//
+// Scenario faults arrive on the pipe: CRASH exits without a word to the broker (as a killed
+// process would), FREEZE makes the worker hang inside its next request, deaf to the broker.
 #include <fmt/format.h>
 
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <thread>
 #include <zmq_addon.hpp>
 
@@ -29,7 +37,8 @@ class Worker {
       : ctx_(ctx), pipe_(pipe), config_(config), id_(std::move(id)),
         heartbeat_(config.broker.heartbeat_ms),
         silence_(config.broker.heartbeat_ms * config.broker.liveness),
-        backoff_(config.worker.reconnect_initial_ms) {
+        backoff_(config.worker.reconnect_initial_ms),
+        instance_(std::random_device{}()) {
     if (config.worker.model != "none")  // load first: READY must mean ready to serve
       detector_.emplace(detector_options(config, config.worker.model));
     connect();
@@ -60,7 +69,7 @@ class Worker {
         heartbeat_at_ = now + heartbeat_;
       }
     }
-    if (socket_) {
+    if (socket_ && !crashed_) {
       // Linger long enough for DISCONNECT to leave: with linger 0, closing may discard it, and
       // the broker would route a request to this worker until it expired.
       socket_->set(zmq::sockopt::linger, config_.broker.heartbeat_ms);
@@ -77,6 +86,7 @@ class Worker {
   void connect() {
     socket_.emplace(ctx_, zmq::socket_type::dealer);
     socket_->set(zmq::sockopt::linger, 0);
+    socket_->set(zmq::sockopt::routing_id, fmt::format("{}-{:08x}-{}", id_, instance_, ++generation_));
     socket_->connect(config_.backend());
     send(encode_worker_ready(config_.run.service));
     heard_at_ = Clock::now();
@@ -93,11 +103,30 @@ class Worker {
     if (!m || m->command == PipeCommand::Term) {
       terminated_ = true;
     } else if (m->command == PipeCommand::Stats) {
-      nlohmann::json j = {{"id", id_}, {"service", config_.run.service}, {"served", served_},
-                          {"reconnects", reconnects_}, {"malformed", malformed_},
-                          {"bad_requests", bad_requests_}, {"errors", errors_}};
-      send_pipe(pipe_, PipeCommand::Stats, text_frames({j.dump()}));
+      send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+    } else if (m->command == PipeCommand::Crash) {
+      // The socket closes with linger 0 and no DISCONNECT: the broker learns of it only by
+      // silence. The STATS answer is bookkeeping for the report, not something a crash would say.
+      crashed_ = terminated_ = true;
+      send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+    } else if (m->command == PipeCommand::Freeze && !m->args.empty()) {
+      freeze_for_ = milliseconds(std::stol(to_string(m->args[0])));
     }
+  }
+
+  nlohmann::json stats() const {
+    return {{"id", id_}, {"service", config_.run.service}, {"served", served_},
+            {"reconnects", reconnects_}, {"malformed", malformed_}, {"bad_requests", bad_requests_},
+            {"errors", errors_}, {"freezes", freezes_}};
+  }
+
+  // FREEZE: hangs for the time asked, hearing only the pipe: no heartbeats go out and nothing is
+  // read from the broker, so the broker expires this worker and re-queues the request it holds.
+  void hang() {
+    ++freezes_;
+    const auto until = Clock::now() + freeze_for_;
+    freeze_for_ = milliseconds(0);
+    wait_on_pipe(until);
   }
 
   // Polls only the pipe until `deadline` or $TERM (the back-off between two connections).
@@ -130,6 +159,8 @@ class Worker {
   }
 
   void on_request(WorkerMessage& m) {
+    if (freeze_for_ > milliseconds(0)) hang();
+    if (terminated_) return;
     auto request = decode_app_request(std::move(m.body));
     Frames reply;
     if (!request) {
@@ -183,8 +214,11 @@ class Worker {
     return nlohmann::json{{"error", what}, {"worker", id_}, {"service", config_.run.service}}.dump();
   }
 
+  // Sends without blocking. A DEALER refuses a message only when it has no peer to queue it for:
+  // over inproc that means the broker's socket closed (connecting to an endpoint not yet bound
+  // still queues), so the worker reconnects now instead of waiting out the silence.
   void send(Frames frames) {
-    (void)send_frames(*socket_, frames, zmq::send_flags::dontwait);
+    if (!send_frames(*socket_, frames, zmq::send_flags::dontwait) && !terminated_) lost_broker();
   }
 
   zmq::context_t& ctx_;
@@ -195,7 +229,11 @@ class Worker {
   std::optional<Detector> detector_;  // nothing: the echo worker
   std::optional<zmq::socket_t> socket_;
   Clock::time_point heard_at_, heartbeat_at_;
-  bool terminated_ = false;
+  bool terminated_ = false, crashed_ = false;
+  milliseconds freeze_for_{0};  // > 0: the next request hangs this long first
+  unsigned instance_;
+  long generation_ = 0;
+  long freezes_ = 0;
   long served_ = 0, reconnects_ = 0, malformed_ = 0, bad_requests_ = 0, errors_ = 0;
 };
 

@@ -1,0 +1,291 @@
+// Every shipped scenario, run by the binary as a user runs it (--model none, a small service
+// time), and the report checked: nothing lost, nothing delivered twice, and what each fault must
+// show (a broker restart healed within 3 heartbeats, a new worker's share, prompt 503s, bounded
+// memory, late replies dropped). Then scenario files: errors, flags over the file, seeds.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "config.hpp"
+#include "run_binary.hpp"
+#include "scenario.hpp"
+
+using zyolo_test::has;
+using zyolo_test::slurp;
+
+
+namespace {
+
+// The heartbeat interval the shipped scenarios run with (config/default.toml).
+constexpr double kHeartbeatS = 1.0;
+
+// Runs `zyolo run --scenario NAME ARGS` and returns its JSON report.
+nlohmann::json run_scenario(const std::string& name, const std::string& args = "") {
+  const std::string report = "/tmp/zyolo-test-scenario-" + std::to_string(::getpid()) + ".json";
+  auto r = zyolo_test::zyolo("run --scenario " + name + " --model none --quiet --report " + report + " " + args);
+  INFO("scenario ", name, "\n", r.out, r.err);
+  REQUIRE(r.code == 0);  // exit 0: nothing lost, delivered twice, mismatched or misrouted
+  auto j = nlohmann::json::parse(slurp(report));
+  std::remove(report.c_str());
+  return j;
+}
+
+// What every scenario must end with: every request ended once, and answered unless `errors`.
+void check_nothing_lost(const nlohmann::json& j, bool errors_allowed = false) {
+  const auto& q = j["requests"];
+  INFO(q.dump());
+  CHECK(q["sent"].get<long>() > 0);
+  CHECK(q["lost"] == 0);
+  CHECK(q["duplicates_delivered"] == 0);
+  CHECK(q["mismatched"] == 0);
+  CHECK(q["wrong_service"] == 0);
+  if (!errors_allowed) CHECK(q["errors"] == 0);
+  CHECK(q["answered"].get<long>() + q["errors"].get<long>() == q["sent"].get<long>());
+  CHECK(j["actor_errors"].empty());
+}
+
+const nlohmann::json* find_event(const nlohmann::json& j, const std::string& kind) {
+  for (const auto& e : j["events"])
+    if (e["kind"] == kind) return &e;
+  return nullptr;
+}
+
+const nlohmann::json* find_worker(const nlohmann::json& j, const std::string& id) {
+  for (const auto& w : j["workers"])
+    if (w["id"] == id) return &w;
+  return nullptr;
+}
+
+// The memory a run ended with is within 20% of what it had once every actor had started.
+void check_memory_bounded(const nlohmann::json& j) {
+  const double start = j["memory_mb"]["start"], end = j["memory_mb"]["end"];
+  INFO("resident MB at the start ", start, ", at the end ", end);
+  CHECK(start > 0);
+  CHECK(end <= 1.2 * start);
+}
+
+}  // namespace
+
+TEST_CASE("scenario basic: one client, one worker, everything answered") {
+  auto j = run_scenario("basic");
+  check_nothing_lost(j);
+  CHECK(j["run"]["clients"] == 1);
+  REQUIRE(j["workers"].size() == 1);
+  CHECK(j["workers"][0]["served"] == j["requests"]["answered"]);
+  CHECK(j["events"].empty());
+}
+
+TEST_CASE("scenario add-worker: the new worker serves at least 30% of what is answered after it joined") {
+  auto j = run_scenario("add-worker");
+  check_nothing_lost(j);
+  const auto* added = find_event(j, "add-workers");
+  REQUIRE(added);
+  CHECK((*added)["detail"] == "w1");
+  const auto* w1 = find_worker(j, "w1");
+  REQUIRE(w1);
+  INFO(w1->dump());
+  CHECK((*w1)["started_s"].get<double>() >= 1.9);
+  CHECK((*w1)["share_while_up"].get<double>() >= 0.30);
+}
+
+TEST_CASE("scenario broker-restart: a new broker, workers register again, flow resumes within 3 heartbeats") {
+  auto j = run_scenario("broker-restart");
+  check_nothing_lost(j);
+  CHECK(j["broker"]["incarnations"] == 2);
+  const auto* kill = find_event(j, "kill-broker");
+  REQUIRE(kill);
+  INFO(kill->dump());
+  const double restart = (*kill)["end_t"], first = (*kill)["first_answer_s"];
+  CHECK(restart >= 2.9);
+  CHECK(first >= 0);
+  CHECK(first <= 3 * kHeartbeatS);
+  // Both workers registered with the new broker: it held both when the run ended.
+  CHECK(j["timeline"].back()["workers"] == 2);
+}
+
+TEST_CASE("scenario partition: messages into the partition are lost and the protocol recovers them") {
+  auto j = run_scenario("partition");
+  check_nothing_lost(j);
+  CHECK(j["link"]["dropped"].get<long>() > 0);
+  REQUIRE(j["events"].size() == 2);
+  for (const auto& e : j["events"]) {
+    INFO(e.dump());
+    CHECK(e["kind"] == "partition");
+    CHECK(e["first_answer_s"].get<double>() >= 0);
+  }
+}
+
+TEST_CASE("scenario worker-crash: the crashed worker's request is re-queued once after expiry") {
+  auto j = run_scenario("worker-crash");
+  check_nothing_lost(j);
+  const auto* w1 = find_worker(j, "w1");
+  REQUIRE(w1);
+  CHECK((*w1)["crashed"] == true);
+  CHECK(j["broker"]["expired"] == 1);        // it said nothing: only silence told the broker
+  CHECK(j["broker"]["requeued"].get<long>() >= 1);
+  CHECK(j["broker"]["abandoned"] == 0);
+  const auto* replacement = find_worker(j, "w3");  // started 2 s later in its place
+  REQUIRE(replacement);
+  CHECK((*replacement)["served"].get<long>() > 0);
+}
+
+TEST_CASE("scenario worker-hang: the frozen worker is expired and its late reply is dropped, not delivered") {
+  auto j = run_scenario("worker-hang");
+  check_nothing_lost(j);
+  CHECK(j["broker"]["expired"].get<long>() >= 1);
+  CHECK(j["broker"]["requeued"].get<long>() >= 1);
+  // The reply it sent when it woke came from a worker the broker no longer knew: dropped.
+  CHECK(j["broker"]["unknown_worker_commands"]["REPLY"].get<long>() >= 1);
+  CHECK(j["requests"]["duplicates_delivered"] == 0);
+}
+
+TEST_CASE("scenario overload: a full queue answers 503 at once, and memory stays bounded") {
+  auto j = run_scenario("overload");
+  check_nothing_lost(j, /*errors_allowed=*/true);
+  const auto& q = j["requests"];
+  INFO(q.dump());
+  REQUIRE(q["errors_by_status"].contains("503"));
+  CHECK(q["errors_by_status"]["503"].get<long>() > 0);
+  CHECK(q["errors"] == q["errors_by_status"]["503"]);  // no other error: no 504, no timeout
+  CHECK(j["broker"]["rejected_busy"] == q["errors_by_status"]["503"]);
+  // Prompt: a 503 comes back without waiting for a worker (5 ms each, 8 queued ahead at least)
+  // or for the client's 2.5 s timeout.
+  CHECK(q["error_latency_ms"]["503"]["p99"].get<double>() < 40.0);
+  CHECK(q["answered"].get<long>() > 0);
+  // The queue never grew past its bound.
+  for (const auto& row : j["timeline"]) CHECK(row["queue"].get<long>() <= 8);
+  check_memory_bounded(j);
+}
+
+TEST_CASE("scenario chaos for 20 s: random faults of every kind, nothing lost, memory back near the start") {
+  auto j = run_scenario("chaos", "--duration 20 --seed 3");
+  check_nothing_lost(j);
+  CHECK(j["events"].size() >= 5);
+  check_memory_bounded(j);
+}
+
+// --- scenario files ----------------------------------------------------------------------------
+
+namespace {
+
+struct TempFile {
+  std::string path;
+  TempFile(const std::string& name, const std::string& text)
+      : path("/tmp/zyolo-test-" + std::to_string(::getpid()) + "-" + name) {
+    std::ofstream(path) << text;
+  }
+  ~TempFile() { std::remove(path.c_str()); }
+};
+
+zyolo::Scenario load(const std::string& name, zyolo::Config& c, std::optional<uint64_t> seed = {}) {
+  auto s = zyolo::load_scenario(name, c);
+  zyolo::validate(c);
+  zyolo::settle_scenario(s, c, seed);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("every built-in scenario loads and settles; the issue's list is all there") {
+  auto list = zyolo::builtin_scenarios();
+  for (const char* name : {"basic", "add-worker", "broker-restart", "partition", "worker-crash",
+                           "worker-hang", "overload", "chaos"}) {
+    CAPTURE(name);
+    bool found = false;
+    for (const auto& [n, description] : list) found = found || (n == name && !description.empty());
+    CHECK(found);
+    zyolo::Config c = zyolo::default_config();
+    CHECK_NOTHROW(load(name, c));
+    CHECK(c.worker.model == "none");
+  }
+}
+
+TEST_CASE("chaos is reproducible from its seed, and another seed plays other faults") {
+  auto events = [](uint64_t seed) {
+    zyolo::Config c = zyolo::default_config();
+    std::string text;
+    for (const auto& e : load("chaos", c, seed).events)
+      text += e.action + "@" + std::to_string(e.at_s) + ":" + e.nodes + "/" + std::to_string(e.for_s) + ";";
+    return text;
+  };
+  CHECK(events(7) == events(7));
+  CHECK(events(7) != events(8));
+  CHECK(!events(7).empty());
+}
+
+TEST_CASE("flags beside --scenario override the file's values") {
+  const std::string report = "/tmp/zyolo-test-scenario-flags-" + std::to_string(::getpid()) + ".json";
+  auto r = zyolo_test::zyolo("run --scenario basic --clients 2 --workers 3 --duration 1.5 --service-ms 0.5 "
+                 "--quiet --report " + report);
+  INFO(r.out, r.err);
+  REQUIRE(r.code == 0);
+  auto j = nlohmann::json::parse(slurp(report));
+  std::remove(report.c_str());
+  CHECK(j["run"]["clients"] == 2);
+  CHECK(j["run"]["workers"] == 3);
+  CHECK(j["run"]["scenario"] == "basic");
+  CHECK(j["run"]["elapsed_s"].get<double>() < 5.0);
+}
+
+TEST_CASE("a scenario from a file runs; bad scenario files and flags are clear errors") {
+  TempFile good("good.toml", "description = \"mine\"\n[run]\nduration_s = 1.5\nclients = 1\n"
+                             "workers = 2\n[worker]\nmodel = \"none\"\n[[events]]\nat = 0.5\n"
+                             "do = \"remove-workers\"\n");
+  auto r = zyolo_test::zyolo("run --quiet --scenario " + good.path);
+  INFO(r.out, r.err);
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "remove-workers"));
+
+  struct Bad {
+    std::string text, says;
+  } cases[] = {
+      {"[[events]]\nat = 1\ndo = \"explode\"\n", "unknown action 'explode'"},
+      {"[[events]]\ndo = \"kill-broker\"\n", "needs 'at' and 'do'"},
+      {"[[events]]\nat = 99\ndo = \"kill-broker\"\n", "outside the run"},
+      {"[[events]]\nat = 1\ndo = \"partition\"\nnodes = \"the moon\"\nfor = 1\n", "nodes must be"},
+      {"[[events]]\nat = 1\ndo = \"partition\"\n", "needs 'for'"},
+      {"[[events]]\nat = 1\ndo = \"drop\"\nfor = 1\nfraction = 2\n", "fraction in (0, 1]"},
+      {"[[events]]\nat = 1\ndo = \"kill-broker\"\ncolour = 3\n", "unknown key 'colour'"},
+      {"[chaos]\nkinds = [\"restart-broker\"]\n", "not a chaos action"},
+      {"[run]\nclients = \"many\"\n", "run.clients"},
+      {"seed = -1\n", "'seed' must be"},
+  };
+  for (const auto& bad : cases) {
+    TempFile f("bad.toml", bad.text);
+    auto b = zyolo_test::zyolo("run --quiet --scenario " + f.path);
+    INFO(bad.text, b.err);
+    CHECK(b.code == 2);
+    CHECK(has(b.err, bad.says));
+  }
+  auto missing = zyolo_test::zyolo("run --scenario no-such-scenario");
+  CHECK(missing.code == 2);
+  CHECK(has(missing.err, "no such scenario"));
+  CHECK(has(missing.err, "broker-restart"));  // the message lists what there is
+  auto requests = zyolo_test::zyolo("run --scenario basic --requests 10");
+  CHECK(requests.code == 2);
+  CHECK(has(requests.err, "--duration"));
+  auto seed = zyolo_test::zyolo("run --seed 3 --requests 10 --model none");
+  CHECK(seed.code == 2);
+  CHECK(has(seed.err, "--seed needs --scenario"));
+  auto list = zyolo_test::zyolo("scenarios");
+  CHECK(list.code == 0);
+  CHECK(has(list.out, "worker-hang"));
+}
+
+TEST_CASE("--plot draws the run with its events into a PNG") {
+  const std::string png = "/tmp/zyolo-test-scenario-" + std::to_string(::getpid()) + ".png";
+  auto r = zyolo_test::zyolo("run --scenario basic --duration 1.5 --quiet --plot " + png);
+  INFO(r.out, r.err);
+  REQUIRE(r.code == 0);
+  const std::string bytes = slurp(png);
+  std::remove(png.c_str());
+  REQUIRE(bytes.size() > 8);
+  CHECK(bytes.substr(1, 3) == "PNG");
+  auto bad = zyolo_test::zyolo("run --scenario basic --duration 1 --quiet --plot /nonexistent-dir/x.png");
+  CHECK(bad.code == 2);
+  CHECK(has(bad.err, "/nonexistent-dir/x.png"));
+}
