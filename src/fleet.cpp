@@ -58,10 +58,8 @@ class SignalFd {
   int fd_ = -1;
 };
 
-// Asks an actor for its STATS and waits up to `timeout` for the answer's frames.
-std::optional<Frames> ask(Actor& actor, milliseconds timeout) {
-  if (!send_pipe(actor.pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait))
-    return std::nullopt;
+// Waits up to `timeout` for an actor's STATS message and returns its frames.
+std::optional<Frames> wait_stats(Actor& actor, milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
     zmq::pollitem_t item{actor.pipe().handle(), 0, ZMQ_POLLIN, 0};
@@ -73,29 +71,24 @@ std::optional<Frames> ask(Actor& actor, milliseconds timeout) {
   return std::nullopt;
 }
 
-// Waits up to `timeout` for the STATS an actor sends by itself (a crashing worker's last word).
-std::optional<nlohmann::json> answer_stats(Actor& actor, milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    zmq::pollitem_t item{actor.pipe().handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
-    if (!(item.revents & ZMQ_POLLIN)) break;
-    auto m = recv_pipe(actor.pipe());
-    if (m && m->command == PipeCommand::Stats && !m->args.empty()) {
-      auto j = nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
-      if (!j.is_discarded()) return j;
-    }
-  }
-  return std::nullopt;
+// Asks an actor for its STATS and waits up to `timeout` for the answer's frames.
+std::optional<Frames> ask(Actor& actor, milliseconds timeout) {
+  if (!send_pipe(actor.pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait))
+    return std::nullopt;
+  return wait_stats(actor, timeout);
 }
 
-// The JSON counters of an actor's STATS answer.
-std::optional<nlohmann::json> ask_stats(Actor& actor, milliseconds timeout) {
-  auto frames = ask(actor, timeout);
+// The JSON counters of a STATS message's first frame.
+std::optional<nlohmann::json> stats_json(const std::optional<Frames>& frames) {
   if (!frames) return std::nullopt;
   auto j = nlohmann::json::parse((*frames)[0].to_string_view(), nullptr, false);
   if (j.is_discarded()) return std::nullopt;
   return j;
+}
+
+// The JSON counters of an actor's STATS answer.
+std::optional<nlohmann::json> ask_stats(Actor& actor, milliseconds timeout) {
+  return stats_json(ask(actor, timeout));
 }
 
 int64_t now_us() {
@@ -496,7 +489,7 @@ class Supervisor {
     std::optional<nlohmann::json> s;
     if (how == PipeCommand::Crash) {
       if (send_pipe(w.actor->pipe(), PipeCommand::Crash, {}, zmq::send_flags::dontwait))
-        s = answer_stats(*w.actor, milliseconds(10'000));
+        s = stats_json(wait_stats(*w.actor, milliseconds(10'000)));  // its last word
       share.crashed = true;
     } else {
       s = ask_stats(*w.actor, milliseconds(10'000));

@@ -37,6 +37,16 @@ inline Result zyolo(const std::string& args) {
   return r;
 }
 
+// A file under /tmp holding `text`, removed when it goes out of scope.
+struct TempFile {
+  std::string path;
+  TempFile(const std::string& name, const std::string& text)
+      : path("/tmp/zyolo-test-" + std::to_string(::getpid()) + "-" + name) {
+    std::ofstream(path) << text;
+  }
+  ~TempFile() { std::remove(path.c_str()); }
+};
+
 inline bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }

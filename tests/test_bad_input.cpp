@@ -11,9 +11,6 @@
 // and a message that gets no answer is followed on the same connection by one that does, since
 // one connection's messages are handled in order.
 #include <doctest/doctest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -23,27 +20,18 @@
 #include "actor.hpp"
 #include "actors.hpp"
 #include "protocol.hpp"
+#include "sockets.hpp"
 
 using namespace zyolo;
 using namespace std::chrono_literals;
+using zyolo_test::free_port;
+using zyolo_test::recv;
+using zyolo_test::send;
 
 namespace {
 
 constexpr long kMaxBytes = 4096;   // broker.max_message_bytes in these tests
 constexpr int kFlood = 1000;       // frames of the "too many frames" messages, far above any MDP's
-
-// A TCP port that is free on loopback right now.
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 Config make_config(const std::string& transport) {
   Config c = default_config();
@@ -57,16 +45,6 @@ Config make_config(const std::string& transport) {
   c.broker.liveness = 10;  // nobody expires while a sanitizer slows the test down
   validate(c);
   return c;
-}
-
-void send(zmq::socket_t& s, Frames f) { REQUIRE(send_frames(s, f)); }
-
-// The next message on `s` within `timeout` (a bound for a broken peer, never a pacing sleep).
-std::optional<Frames> recv(zmq::socket_t& s, std::chrono::milliseconds timeout = 10s) {
-  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-  zmq::poll(&item, 1, timeout);
-  if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
-  return recv_frames(s);
 }
 
 std::string cmd(Command c) { return std::string(1, static_cast<char>(c)); }

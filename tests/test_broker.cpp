@@ -12,9 +12,12 @@
 #include "actor.hpp"
 #include "actors.hpp"
 #include "protocol.hpp"
+#include "sockets.hpp"
 
 using namespace zyolo;
 using namespace std::chrono_literals;
+using zyolo_test::recv;
+using zyolo_test::send;
 
 namespace {
 
@@ -52,16 +55,6 @@ struct Bench {
     return nlohmann::json::parse(m->args.at(0).to_string_view());
   }
 };
-
-void send(zmq::socket_t& s, Frames f) { REQUIRE(send_frames(s, f)); }
-
-// The next message on `s` within `timeout` (a bound for a broken broker, never a pacing sleep).
-std::optional<Frames> recv(zmq::socket_t& s, std::chrono::milliseconds timeout = 5000ms) {
-  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-  zmq::poll(&item, 1, timeout);
-  if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
-  return recv_frames(s);
-}
 
 // The next worker-protocol message that is not a HEARTBEAT; heartbeats are answered, as a live
 // worker does.

@@ -19,15 +19,8 @@ namespace {
 using zyolo_test::has;
 using zyolo_test::slurp;
 using zyolo_test::zyolo;
+using zyolo_test::TempFile;
 
-struct TempFile {
-  std::string path;
-  TempFile(const std::string& name, const std::string& text)
-      : path("/tmp/zyolo-test-" + std::to_string(::getpid()) + "-" + name) {
-    std::ofstream(path) << text;
-  }
-  ~TempFile() { std::remove(path.c_str()); }
-};
 
 }  // namespace
 

@@ -1,15 +1,14 @@
 // Whole fleets in this process: the reference run, Lazy Pirate retries with duplicates
 // dropped, deadlines, duration mode, and the same fleet over ipc and tcp.
 #include <doctest/doctest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <numeric>
 
 #include "fleet.hpp"
+#include "sockets.hpp"
 
 using namespace zyolo;
+using zyolo_test::free_port;
 
 namespace {
 
@@ -22,19 +21,6 @@ Config base(int clients, int workers, long requests) {
   c.run.transport = "inproc";
   c.worker.model = "none";
   return c;
-}
-
-// A TCP port that is free on loopback right now.
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
 }
 
 long timeline_answered(const Report& r) {

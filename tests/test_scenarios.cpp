@@ -16,6 +16,7 @@
 
 using zyolo_test::has;
 using zyolo_test::slurp;
+using zyolo_test::TempFile;
 
 
 namespace {
@@ -172,14 +173,6 @@ TEST_CASE("scenario chaos for 20 s: random faults of every kind, nothing lost, m
 
 namespace {
 
-struct TempFile {
-  std::string path;
-  TempFile(const std::string& name, const std::string& text)
-      : path("/tmp/zyolo-test-" + std::to_string(::getpid()) + "-" + name) {
-    std::ofstream(path) << text;
-  }
-  ~TempFile() { std::remove(path.c_str()); }
-};
 
 zyolo::Scenario load(const std::string& name, zyolo::Config& c, std::optional<uint64_t> seed = {}) {
   auto s = zyolo::load_scenario(name, c);

@@ -1,0 +1,42 @@
+// Helpers for the tests that poke actors over real sockets: a free tcp port, and a send and a
+// bounded receive that fail the test instead of hanging it.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <optional>
+#include <zmq.hpp>
+
+#include "protocol.hpp"
+
+namespace zyolo_test {
+
+// A TCP port that is free on loopback right now.
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+inline void send(zmq::socket_t& s, zyolo::Frames f) { REQUIRE(zyolo::send_frames(s, f)); }
+
+// The next message on `s` within `timeout` (a bound for a broken peer, never a pacing sleep).
+inline std::optional<zyolo::Frames> recv(zmq::socket_t& s,
+                                         std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  zmq::poll(&item, 1, timeout);
+  if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
+  return zyolo::recv_frames(s);
+}
+
+}  // namespace zyolo_test
