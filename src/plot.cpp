@@ -230,21 +230,20 @@ std::string script_text(const Report& report) {
 
   s += fmt::format("set multiplot layout 3,1 title {}\n", gp_quote(title));
 
+  // A panel's curve: column `column` of the data file as a line.
+  auto line_plot = [](int column, const char* colour, const char* title) {
+    return fmt::format("plot {} using 1:{} with lines linewidth 2 linecolor rgb '{}' title '{}'\n",
+                       gp_quote(kDataFile), column, colour, title);
+  };
   s += "set ylabel 'throughput (requests/s)'\n";
   // Headroom above the curve for the events' labels.
   s += fmt::format("set yrange [0:{:.6g}]\n", y_top(rps_max) * 1.15);
-  s += fmt::format(
-      "plot {} using 1:2 with lines linewidth 2 linecolor rgb '#1f77b4' "
-      "title 'answered/s'\n",
-      gp_quote(kDataFile));
+  s += line_plot(2, "#1f77b4", "answered/s");
   s += "unset label\n";
 
   s += "set ylabel 'p99 latency (ms)'\n";
   s += fmt::format("set yrange [0:{:.6g}]\n", y_top(p99_max));
-  s += fmt::format(
-      "plot {} using 1:3 with lines linewidth 2 linecolor rgb '#ff7f0e' "
-      "title 'p99'\n",
-      gp_quote(kDataFile));
+  s += line_plot(3, "#ff7f0e", "p99");
 
   s += "set format x '%g'\nset xlabel 'time (s)'\n";
   s += "set ylabel 'registered'\n";

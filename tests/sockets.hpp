@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <optional>
+#include <string>
 #include <zmq.hpp>
 
 #include "protocol.hpp"
@@ -26,6 +27,16 @@ inline int free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+// A raw DEALER with `routing_id`, connected to `endpoint`, that closes at once.
+inline zmq::socket_t dealer(zmq::context_t& ctx, const std::string& routing_id,
+                            const std::string& endpoint) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::routing_id, routing_id);
+  s.connect(endpoint);
+  return s;
 }
 
 inline void send(zmq::socket_t& s, zyolo::Frames f) { REQUIRE(zyolo::send_frames(s, f)); }

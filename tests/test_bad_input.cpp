@@ -81,11 +81,7 @@ struct Fleet {
   Actor w1{ctx, "w1", [c = config](zmq::context_t& x, zmq::socket_ref p) { worker(x, p, c, "w1"); }};
 
   zmq::socket_t peer(const std::string& routing_id, bool to_backend) {
-    zmq::socket_t s(ctx, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::linger, 0);
-    s.set(zmq::sockopt::routing_id, routing_id);
-    s.connect(to_backend ? config.backend() : config.frontend());
-    return s;
+    return zyolo_test::dealer(ctx, routing_id, to_backend ? config.backend() : config.frontend());
   }
 
   // An mmi.service round trip on `client`: every message it sent before has been handled.

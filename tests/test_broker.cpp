@@ -40,11 +40,7 @@ struct Bench {
   Actor broker{ctx, "broker", [c = config](zmq::context_t& x, zmq::socket_ref p) { zyolo::broker(x, p, c); }};
 
   zmq::socket_t peer(const std::string& routing_id, bool to_backend) {
-    zmq::socket_t s(ctx, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::linger, 0);
-    s.set(zmq::sockopt::routing_id, routing_id);
-    s.connect(to_backend ? config.backend() : config.frontend());
-    return s;
+    return zyolo_test::dealer(ctx, routing_id, to_backend ? config.backend() : config.frontend());
   }
 
   nlohmann::json stats() {
