@@ -175,7 +175,7 @@ enum class PipeCommand {
   Done,     // client -> parent: [JSON totals] all its requests have ended
   Detections,  // client -> parent: [JSON lines] detections of answered requests (--save-detections)
   // Faults and changes a scenario orders (see src/scenario.hpp):
-  Crash,    // parent -> worker: exit at once, without DISCONNECT; it answers with its STATS
+  Crash,    // parent -> worker: exit in the next request, without DISCONNECT; it says STATS
   Freeze,   // parent -> worker: [milliseconds] hang inside the next request, deaf to the broker
   Retire,   // parent -> client: end the request in flight, send DONE, issue no more
   Rule,     // parent -> link: [nodes][partition|drop|delay][value][milliseconds] a network fault

@@ -14,8 +14,9 @@
 //   kill-broker        [for]              the broker actor is stopped: its sockets close and all it
 //                                         held is gone; with `for`, a new one starts after that long
 //   restart-broker                        a new broker on the same endpoints
-//   crash-worker       [worker] [for]     a worker exits without DISCONNECT; with `for`, a new worker
-//                                         replaces it after that long (worker: "w1"; none: random)
+//   crash-worker       [worker] [for]     a worker exits inside its next request, without
+//                                         DISCONNECT; with `for`, a new worker replaces it after
+//                                         that long (worker: "w1"; none: random)
 //   freeze-worker      [worker] for       a worker hangs inside its next request for that long
 //   partition          nodes for          the link drops all their traffic, both ways
 //   drop               nodes fraction for the link drops that fraction of their traffic

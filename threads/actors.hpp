@@ -28,8 +28,8 @@ void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
 // (so nothing is routed to a worker still loading) and answers each image with its detections;
 // with model "none" it echoes the payload after config.worker.service_ms.
 // STATS JSON: id, served, bad_requests, errors, reconnects, malformed, freezes.
-// CRASH: exit at once without DISCONNECT (answering STATS first); FREEZE [ms]: hang in the next
-// request.
+// CRASH: exit inside the next request (at the latest after one heartbeat) without DISCONNECT,
+// saying STATS; FREEZE [ms]: hang inside the next request.
 void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id);
 
 // Synchronous client `id`: sends `requests` requests (or, with config.run.duration_s, as many as

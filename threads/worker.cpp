@@ -8,8 +8,9 @@
 // counters, unique across processes, and new on each reconnection (a worker that registers again
 // is a new worker to the broker; its old identity may still be on its books until it expires).
 //
-// Scenario faults arrive on the pipe: CRASH exits without a word to the broker (as a killed
-// process would), FREEZE makes the worker hang inside its next request, deaf to the broker.
+// Scenario faults arrive on the pipe: CRASH makes the worker exit inside its next request (or
+// after one heartbeat interval if none comes) without a word to the broker, as a process killed
+// during inference would; FREEZE makes it hang inside its next request, deaf to the broker.
 #include <fmt/format.h>
 
 #include <chrono>
@@ -56,12 +57,17 @@ class Worker {
       }
       zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
                                  {socket_->handle(), 0, ZMQ_POLLIN, 0}};
-      const auto next = std::min(heartbeat_at_, heard_at_ + silence_);
+      const auto next = std::min({heartbeat_at_, heard_at_ + silence_, crash_at_});
       zmq::poll(items, 2, std::max(milliseconds(0), until(next)));
       if (items[0].revents & ZMQ_POLLIN) on_pipe();
       if (terminated_) break;
       if (items[1].revents & ZMQ_POLLIN) on_broker();
+      if (terminated_) break;
       const auto now = Clock::now();
+      if (now >= crash_at_) {
+        crash();
+        break;
+      }
       if (socket_ && now >= heard_at_ + silence_) {
         lost_broker();
       } else if (socket_ && now >= heartbeat_at_) {
@@ -105,10 +111,7 @@ class Worker {
     } else if (m->command == PipeCommand::Stats) {
       send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
     } else if (m->command == PipeCommand::Crash) {
-      // The socket closes with linger 0 and no DISCONNECT: the broker learns of it only by
-      // silence. The STATS answer is bookkeeping for the report, not something a crash would say.
-      crashed_ = terminated_ = true;
-      send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+      crash_at_ = Clock::now() + heartbeat_;  // or sooner: at the next request
     } else if (m->command == PipeCommand::Freeze && !m->args.empty()) {
       freeze_for_ = milliseconds(std::stol(to_string(m->args[0])));
     }
@@ -118,6 +121,13 @@ class Worker {
     return {{"id", id_}, {"service", config_.run.service}, {"served", served_},
             {"reconnects", reconnects_}, {"malformed", malformed_}, {"bad_requests", bad_requests_},
             {"errors", errors_}, {"freezes", freezes_}};
+  }
+
+  // CRASH: the socket closes with linger 0 and no DISCONNECT, so the broker learns of it only by
+  // silence. The STATS sent is bookkeeping for the report, not something a crash would say.
+  void crash() {
+    crashed_ = terminated_ = true;
+    send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
   }
 
   // FREEZE: hangs for the time asked, hearing only the pipe: no heartbeats go out and nothing is
@@ -159,6 +169,7 @@ class Worker {
   }
 
   void on_request(WorkerMessage& m) {
+    if (crash_at_ != Clock::time_point::max()) return crash();  // holding the request
     if (freeze_for_ > milliseconds(0)) hang();
     if (terminated_) return;
     auto request = decode_app_request(std::move(m.body));
@@ -231,6 +242,7 @@ class Worker {
   Clock::time_point heard_at_, heartbeat_at_;
   bool terminated_ = false, crashed_ = false;
   milliseconds freeze_for_{0};  // > 0: the next request hangs this long first
+  Clock::time_point crash_at_ = Clock::time_point::max();  // CRASH asked: at the latest then
   unsigned instance_;
   long generation_ = 0;
   long freezes_ = 0;
