@@ -7,7 +7,6 @@
 #include <cmath>
 #include <fstream>
 #include <random>
-#include <regex>
 #include <sstream>
 #include <toml++/toml.h>
 
@@ -147,9 +146,24 @@ std::vector<ScenarioEvent> draw_chaos(const ChaosSettings& c, const Config& conf
   return events;
 }
 
+// A node id: a prefix letter (c: client, w: worker) and a number, e.g. "w1".
+bool node_id(std::string_view id, std::string_view prefixes) {
+  return id.size() >= 2 && prefixes.find(id[0]) != std::string_view::npos &&
+         std::all_of(id.begin() + 1, id.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// A comma-separated list of node ids, e.g. "w0,c1".
+bool node_list(std::string_view nodes) {
+  while (true) {
+    const auto comma = nodes.find(',');
+    if (!node_id(nodes.substr(0, comma), "cw")) return false;
+    if (comma == std::string_view::npos) return true;
+    nodes.remove_prefix(comma + 1);
+  }
+}
+
 void check_nodes(const std::string& nodes, const std::string& where) {
-  static const std::regex list(R"(([cw][0-9]+)(,[cw][0-9]+)*)");
-  if (nodes != "all" && nodes != "clients" && nodes != "workers" && !std::regex_match(nodes, list))
+  if (nodes != "all" && nodes != "clients" && nodes != "workers" && !node_list(nodes))
     throw ConfigError(fmt::format("{}: nodes must be all, clients, workers or ids like \"w0,c1\", "
                                   "not '{}'", where, nodes));
 }
@@ -163,7 +177,7 @@ void check_event(const ScenarioEvent& e, const Config& config, const std::string
                      e.action == "drop" || e.action == "delay";
   if (timed && e.for_s <= 0)
     throw ConfigError(fmt::format("{}: {} needs 'for' (seconds)", where, e.action));
-  if (!e.worker.empty() && !std::regex_match(e.worker, std::regex("w[0-9]+")))
+  if (!e.worker.empty() && !node_id(e.worker, "w"))
     throw ConfigError(fmt::format("{}: worker must be an id like \"w1\", not '{}'", where, e.worker));
   if (e.action == "partition" || e.action == "drop" || e.action == "delay")
     check_nodes(e.nodes, where);
