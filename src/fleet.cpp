@@ -257,6 +257,23 @@ class Supervisor {
     clients_.push_back({std::move(actor), id});
   }
 
+  // Poll items for the pipes of the clients not done yet; returns their indexes in clients_.
+  std::vector<std::size_t> client_poll_items(std::vector<zmq::pollitem_t>& items) {
+    std::vector<std::size_t> index;
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      if (clients_[i].done) continue;
+      items.push_back({clients_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      index.push_back(i);
+    }
+    return index;
+  }
+
+  // Clients still issuing requests (neither done nor retiring).
+  std::size_t active_clients() const {
+    return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(),
+                                                  [](const ClientSlot& c) { return !c.done && !c.retiring; }));
+  }
+
   std::size_t running_clients() const {
     return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(),
                                                   [](const ClientSlot& c) { return !c.done; }));
@@ -270,12 +287,7 @@ class Supervisor {
     auto progress_at = start_ + refresh;
     while (running_clients() > 0 && !report_.interrupted) {
       std::vector<zmq::pollitem_t> items;
-      std::vector<std::size_t> index;
-      for (std::size_t i = 0; i < clients_.size(); ++i) {
-        if (clients_[i].done) continue;
-        items.push_back({clients_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
-        index.push_back(i);
-      }
+      const auto index = client_poll_items(items);
       items.push_back({nullptr, signals_.fd(), ZMQ_POLLIN, 0});
       auto wake = options_.progress ? std::min(row_at, progress_at) : row_at;
       if (next_step_ < steps_.size()) wake = std::min(wake, step_time(steps_[next_step_]));
@@ -463,8 +475,7 @@ class Supervisor {
 
   // Starts clients or retires the newest ones until `count` are running.
   std::string set_clients(std::size_t count, double t) {
-    std::size_t running = 0;
-    for (const auto& c : clients_) running += !c.done && !c.retiring;
+    std::size_t running = active_clients();
     const double remaining = config_.run.duration_s - t;
     if (count > running && remaining > 0.1) {
       const std::size_t first = clients_.size();
@@ -513,7 +524,7 @@ class Supervisor {
       row.workers = s->value("workers", 0L);
       row.queue = s->value("queue", 0L);
     }
-    for (const auto& c : clients_) row.clients += !c.done && !c.retiring;
+    row.clients = static_cast<long>(active_clients());
     row.rss_mb = resident_mb();
     report_.timeline.push_back(row);
   }
@@ -566,12 +577,7 @@ class Supervisor {
     const auto deadline = Clock::now() + milliseconds(2000);
     while (running_clients() > 0 && Clock::now() < deadline) {
       std::vector<zmq::pollitem_t> items;
-      std::vector<std::size_t> index;
-      for (std::size_t i = 0; i < clients_.size(); ++i) {
-        if (clients_[i].done) continue;
-        items.push_back({clients_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
-        index.push_back(i);
-      }
+      const auto index = client_poll_items(items);
       zmq::poll(items, milliseconds(100));
       for (std::size_t k = 0; k < index.size(); ++k)
         if (items[k].revents & ZMQ_POLLIN) on_client(index[k]);

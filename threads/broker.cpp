@@ -226,18 +226,23 @@ class Broker {
     if (!w.held || Clock::now() - w.held->dispatched_at <= 2 * heartbeat_) return;
     ++n_.lost_in_transit;
     auto& service = services_[w.service];
-    Request r = std::move(*w.held);
+    requeue(service, std::move(*w.held));
     w.held.reset();
+    service.idle.push_back(id);
+    dispatch(w.service);
+  }
+
+  // A request its worker will not answer goes back to the front of its queue, once; the second
+  // time it is given up (its client's retry will bring it back).
+  void requeue(Service& service, Request r) {
     if (r.requeues == 0) {
       ++r.requeues;
       ++n_.requeued;
       service.requests.push_front(std::move(r));
     } else {
-      ++n_.abandoned;  // its client's retry will bring it back
+      ++n_.abandoned;
       pending_.erase(r.key);
     }
-    service.idle.push_back(id);
-    dispatch(w.service);
   }
 
   void on_ready(const std::string& id, WorkerMessage& m) {
@@ -304,16 +309,7 @@ class Broker {
     auto& service = services_[it->second.service];
     --service.workers;
     std::erase(service.idle, id);
-    if (auto& held = it->second.held) {
-      if (held->requeues == 0) {
-        ++held->requeues;
-        ++n_.requeued;
-        service.requests.push_front(std::move(*held));
-      } else {
-        ++n_.abandoned;  // its client's retry will bring it back
-        pending_.erase(held->key);
-      }
-    }
+    if (auto& held = it->second.held) requeue(service, std::move(*held));
     const std::string name = it->second.service;
     workers_.erase(it);
     dispatch(name);
