@@ -27,20 +27,24 @@ void run_child(zmq::context_t& ctx, const std::string& endpoint, const Actor::Bo
 
 }  // namespace
 
-Actor::Actor(zmq::context_t& ctx, std::string name, Body body)
+Actor::Actor(zmq::context_t& ctx, std::string name, Body body, NoWait)
     : name_(std::move(name)), pipe_(ctx, zmq::socket_type::pair) {
   pipe_.set(zmq::sockopt::linger, 0);
   // The object's address makes the endpoint unique while the actor lives, with no global counter.
   endpoint_ = fmt::format("inproc://actor-{}-{}", name_, static_cast<const void*>(this));
   pipe_.bind(endpoint_);
   thread_ = std::thread(run_child, std::ref(ctx), endpoint_, std::move(body));
+}
+
+Actor::Actor(zmq::context_t& ctx, std::string name, Body body)
+    : Actor(ctx, std::move(name), std::move(body), NoWait{}) {
   auto first = recv_pipe(pipe_);
   if (first && first->command == PipeCommand::Ready) return;
   std::string why = "no $READY";
   if (first && first->command == PipeCommand::Error && !first->args.empty())
     why = to_string(first->args[0]);
-  thread_.join();
-  pipe_.unbind(endpoint_);
+  // The delegated constructor finished, so the destructor runs on this throw: it joins the
+  // thread (which returned after $ERROR) and unbinds the pipe.
   throw ActorError(fmt::format("{}: {}", name_, why));
 }
 

@@ -35,6 +35,10 @@ class Actor {
 
   // Binds the pipe, starts the thread and waits for $READY. Throws ActorError on $ERROR.
   Actor(zmq::context_t& ctx, std::string name, Body body);
+  // The same without waiting: the caller reads $READY (or $ERROR) from pipe() when it comes, so
+  // a slow start (a worker loading its model) does not stop the caller's loop.
+  struct NoWait {};
+  Actor(zmq::context_t& ctx, std::string name, Body body, NoWait);
   // Sends $TERM and joins.
   ~Actor();
   Actor(const Actor&) = delete;

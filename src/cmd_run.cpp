@@ -26,10 +26,10 @@ struct RunFlags {
   std::string config_file, report_file, transport, model, images, save_detections;
   std::string scenario, plot_file;
   uint64_t seed = 0;
-  int clients = 0, workers = 0;
+  int clients = 0, workers = 0, min_workers = 0, max_workers = 0;
   long requests = 0;
   double duration = 0, service_ms = 0;
-  bool quiet = false;
+  bool quiet = false, autoscale = false;
   DetectorFlags detector;
 };
 
@@ -47,6 +47,9 @@ void apply_flags(Config& config, const CLI::App& run, const RunFlags& f) {
     if (!given("--requests")) config.run.requests = 0;
   }
   if (given("--transport")) config.run.transport = f.transport;
+  if (given("--autoscale")) config.autoscale.enabled = true;
+  if (given("--min-workers")) config.autoscale.min_workers = f.min_workers;
+  if (given("--max-workers")) config.autoscale.max_workers = f.max_workers;
   if (given("--model")) config.worker.model = f.model;
   if (given("--service-ms")) config.worker.service_ms = f.service_ms;
   apply_detector_flags(config, run, f.detector);
@@ -62,6 +65,8 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   if (!flags.scenario.empty()) scenario = load_scenario(flags.scenario, config);
   else if (run.count("--seed")) throw ConfigError("--seed needs --scenario");
   apply_flags(config, run, flags);
+  if ((run.count("--min-workers") || run.count("--max-workers")) && !config.autoscale.enabled)
+    throw ConfigError("--min-workers and --max-workers need --autoscale (or autoscale.enabled)");
   validate(config);
   if (scenario)
     settle_scenario(*scenario, config, run.count("--seed") ? std::optional(flags.seed) : std::nullopt);
@@ -116,6 +121,13 @@ Subcommand add_run_command(CLI::App& root) {
       ->check(CLI::Range(1L, 1'000'000'000L));
   run->add_option("--duration", f.duration, "Run for S seconds instead of a request count (run.duration_s)")
       ->check(CLI::PositiveNumber);
+  run->add_flag("--autoscale", f.autoscale,
+                "Let the controller start and retire workers from the demand it measures "
+                "(autoscale.enabled; policy in [autoscale])");
+  run->add_option("--min-workers", f.min_workers, "With --autoscale: never fewer workers (autoscale.min_workers)")
+      ->check(CLI::Range(0, 10000));
+  run->add_option("--max-workers", f.max_workers, "With --autoscale: never more workers (autoscale.max_workers)")
+      ->check(CLI::Range(1, 10000));
   run->add_option("--model", f.model,
                   "A YOLO model (.onnx, or darknet .cfg/.weights), 'none' for echo workers, or "
                   "'auto' (worker.model)");

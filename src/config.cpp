@@ -56,6 +56,17 @@ Key text(std::string_view name, Get get) {
           }};
 }
 
+// A key holding true or false.
+template <class Get>
+Key boolean(std::string_view name, Get get) {
+  return {name, [get](Config& c, const toml::node& n) -> std::string {
+            auto v = n.value_exact<bool>();
+            if (!v) return "must be true or false";
+            get(c) = *v;
+            return {};
+          }};
+}
+
 // Every key zyolo knows. Built on each call: nothing here is shared or mutable.
 std::vector<Key> known_keys() {
   constexpr long kMaxInt = std::numeric_limits<int>::max();
@@ -83,6 +94,12 @@ std::vector<Key> known_keys() {
            [](Config& c) -> std::string& { return c.endpoints.tcp_frontend; }),
       text("endpoints.tcp_backend",
            [](Config& c) -> std::string& { return c.endpoints.tcp_backend; }),
+      text("endpoints.inproc_control",
+           [](Config& c) -> std::string& { return c.endpoints.inproc_control; }),
+      text("endpoints.ipc_control",
+           [](Config& c) -> std::string& { return c.endpoints.ipc_control; }),
+      text("endpoints.tcp_control",
+           [](Config& c) -> std::string& { return c.endpoints.tcp_control; }),
       integer<int>("broker.heartbeat_ms", [](Config& c) -> int& { return c.broker.heartbeat_ms; },
                    10, 600'000),
       integer<int>("broker.liveness", [](Config& c) -> int& { return c.broker.liveness; }, 1, 100),
@@ -115,6 +132,25 @@ std::vector<Key> known_keys() {
                    86'400'000),
       integer<int>("client.payload_bytes",
                    [](Config& c) -> int& { return c.client.payload_bytes; }, 0, 64 << 20),
+      boolean("autoscale.enabled", [](Config& c) -> bool& { return c.autoscale.enabled; }),
+      integer<int>("autoscale.min_workers",
+                   [](Config& c) -> int& { return c.autoscale.min_workers; }, 0, 10000),
+      integer<int>("autoscale.max_workers",
+                   [](Config& c) -> int& { return c.autoscale.max_workers; }, 1, 10000),
+      number("autoscale.target_in_flight",
+             [](Config& c) -> double& { return c.autoscale.target_in_flight; }, 0.01, 1000),
+      integer<int>("autoscale.interval_ms",
+                   [](Config& c) -> int& { return c.autoscale.interval_ms; }, 10, 600'000),
+      integer<int>("autoscale.client_window_ms",
+                   [](Config& c) -> int& { return c.autoscale.client_window_ms; }, 10, 3'600'000),
+      integer<int>("autoscale.up_delay_ms",
+                   [](Config& c) -> int& { return c.autoscale.up_delay_ms; }, 0, 3'600'000),
+      integer<int>("autoscale.down_delay_ms",
+                   [](Config& c) -> int& { return c.autoscale.down_delay_ms; }, 0, 3'600'000),
+      integer<int>("autoscale.max_step_up",
+                   [](Config& c) -> int& { return c.autoscale.max_step_up; }, 0, 10000),
+      integer<int>("autoscale.max_step_down",
+                   [](Config& c) -> int& { return c.autoscale.max_step_down; }, 0, 10000),
       text("client.images", [](Config& c) -> std::string& { return c.client.images; }),
       text("client.save_detections",
            [](Config& c) -> std::string& { return c.client.save_detections; }),
@@ -203,6 +239,12 @@ std::string Config::backend() const {
   return endpoints.inproc_backend;
 }
 
+std::string Config::control() const {
+  if (run.transport == "ipc") return endpoints.ipc_control;
+  if (run.transport == "tcp") return endpoints.tcp_control;
+  return endpoints.inproc_control;
+}
+
 Config default_config() {
   Config config;
   apply_toml(config, kDefaultConfigToml, "config/default.toml (built in)");
@@ -272,8 +314,13 @@ void validate(Config& config) {
       if (config.pools[j].service == service)
         throw ConfigError(fmt::format("pools[{}] and pools[{}] both serve '{}'", j, i, service));
   }
-  if (config.frontend().empty() || config.backend().empty())
-    throw ConfigError(fmt::format("endpoints.{}_frontend and _backend must be set", t));
+  if (config.frontend().empty() || config.backend().empty() || config.control().empty())
+    throw ConfigError(fmt::format("endpoints.{0}_frontend, {0}_backend and {0}_control must be set", t));
+  if (config.autoscale.min_workers > config.autoscale.max_workers)
+    throw ConfigError(fmt::format(
+        "autoscale.min_workers (--min-workers, {}) must not exceed autoscale.max_workers "
+        "(--max-workers, {})",
+        config.autoscale.min_workers, config.autoscale.max_workers));
 }
 
 }  // namespace zyolo

@@ -24,6 +24,8 @@ struct EndpointConfig {
   std::string inproc_frontend, inproc_backend;
   std::string ipc_frontend, ipc_backend;
   std::string tcp_frontend, tcp_backend;
+  // Where the broker publishes demand (control traffic, read by the controller).
+  std::string inproc_control, ipc_control, tcp_control;
 };
 
 struct BrokerConfig {
@@ -31,6 +33,17 @@ struct BrokerConfig {
   int liveness = 0;
   int max_queue = 0;
   long max_message_bytes = 0;
+};
+
+// The controller's policy (threads/controller.cpp): how many workers each service needs.
+struct AutoscaleConfig {
+  bool enabled = false;
+  int min_workers = 0, max_workers = 0;
+  double target_in_flight = 0;  // requests in the system (queued + being served) per worker
+  int interval_ms = 0;          // the broker measures and publishes demand this often
+  int client_window_ms = 0;     // a client is active if it sent a request within this window
+  int up_delay_ms = 0, down_delay_ms = 0;  // how long demand must ask for more (fewer) workers
+  int max_step_up = 0, max_step_down = 0;  // workers started (retired) per evaluation; 0: any
 };
 
 struct WorkerConfig {
@@ -67,6 +80,7 @@ struct Config {
   BrokerConfig broker;
   WorkerConfig worker;
   ClientConfig client;
+  AutoscaleConfig autoscale;
   // [[pools]]: several worker pools in one fleet. Empty: one pool of run.workers workers serving
   // run.service with worker.model. Clients spread over the pools' services round-robin.
   std::vector<PoolConfig> pools;
@@ -77,6 +91,7 @@ struct Config {
   // The frontend (client-facing) and backend (worker-facing) endpoints of the chosen transport.
   std::string frontend() const;
   std::string backend() const;
+  std::string control() const;  // where the broker publishes demand
 };
 
 // A configuration error: the message names the file, the key and what is wrong with it.

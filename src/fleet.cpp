@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -58,7 +59,8 @@ class SignalFd {
   int fd_ = -1;
 };
 
-// Waits up to `timeout` for an actor's STATS message and returns its frames.
+// Waits up to `timeout` for an actor's STATS message (or DONE, a retiring worker's last word,
+// which carries the same JSON) and returns its frames.
 std::optional<Frames> wait_stats(Actor& actor, milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
@@ -66,7 +68,8 @@ std::optional<Frames> wait_stats(Actor& actor, milliseconds timeout) {
     zmq::poll(&item, 1, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
     if (!(item.revents & ZMQ_POLLIN)) break;
     auto m = recv_pipe(actor.pipe());
-    if (m && m->command == PipeCommand::Stats && !m->args.empty()) return std::move(m->args);
+    if (m && (m->command == PipeCommand::Stats || m->command == PipeCommand::Done) && !m->args.empty())
+      return std::move(m->args);
   }
   return std::nullopt;
 }
@@ -131,6 +134,7 @@ struct WorkerSlot {
   std::string id;
   PoolConfig pool;
   double started_s = 0;
+  bool retiring = false;  // RETIRE sent: it leaves once it holds nothing, and says DONE
 };
 
 struct ClientSlot {
@@ -164,9 +168,11 @@ class Supervisor {
     report_.transport = config_.run.transport;
     if (scenario_) report_.scenario = scenario_->name;
     for (const auto& pool : pools_) {
-      report_.workers_started += pool.workers;
-      report_.pools.push_back({pool.service, pool.model, pool.workers});
+      report_.workers_started += initial_workers(pool);
+      report_.pools.push_back({pool.service, pool.model, initial_workers(pool)});
     }
+    report_.autoscale.enabled = config_.autoscale.enabled;
+    report_.autoscale.policy = config_.autoscale;
     if (!config_.client.save_detections.empty()) {
       detections_out_.open(config_.client.save_detections);
       if (!detections_out_)
@@ -198,11 +204,26 @@ class Supervisor {
       });
     }
     start_broker();
-    for (const auto& pool : pools_)
-      for (int k = 0; k < pool.workers; ++k) start_worker(pool);
+    std::map<std::string, int> sizes;
+    for (const auto& pool : pools_) {
+      sizes[pool.service] = initial_workers(pool);
+      for (int k = 0; k < initial_workers(pool); ++k) start_worker(pool);
+    }
+    if (config_.autoscale.enabled) {
+      const Config c = config_;
+      controller_ = std::make_unique<Actor>(ctx_, "controller", [c, sizes](zmq::context_t& ctx, zmq::socket_ref p) {
+        controller(ctx, p, c, sizes);
+      });
+    }
     const long per = config_.run.requests / config_.run.clients,
                extra = config_.run.requests % config_.run.clients;
     for (int i = 0; i < config_.run.clients; ++i) start_client(per + (i < extra ? 1 : 0), config_.run.duration_s);
+  }
+
+  // The workers a pool starts with: its own count, within the controller's bounds if it has one.
+  int initial_workers(const PoolConfig& pool) const {
+    if (!config_.autoscale.enabled) return pool.workers;
+    return std::clamp(pool.workers, config_.autoscale.min_workers, config_.autoscale.max_workers);
   }
 
   // The configuration an actor of `pool` sees: its service, its model, and the endpoints it
@@ -236,12 +257,15 @@ class Supervisor {
     }
   }
 
-  WorkerSlot& start_worker(const PoolConfig& pool) {
+  // Starts a worker of `pool`. With `wait`, returns once it has registered (a scenario's new
+  // worker is there when the event says so); without, at once: the $READY comes to the loop
+  // later, so a model loading does not hold up the supervisor (the controller's workers).
+  WorkerSlot& start_worker(const PoolConfig& pool, bool wait = true) {
     const Config wc = for_pool(pool);
     std::string id = fmt::format("w{}", workers_.size());
-    auto actor = std::make_unique<Actor>(ctx_, "worker-" + id, [wc, id](zmq::context_t& ctx, zmq::socket_ref p) {
-      worker(ctx, p, wc, id);
-    });
+    auto body = [wc, id](zmq::context_t& ctx, zmq::socket_ref p) { worker(ctx, p, wc, id); };
+    auto actor = wait ? std::make_unique<Actor>(ctx_, "worker-" + id, body)
+                      : std::make_unique<Actor>(ctx_, "worker-" + id, body, Actor::NoWait{});
     workers_.push_back({std::move(actor), id, pool, now_s()});
     return workers_.back();
   }
@@ -288,6 +312,14 @@ class Supervisor {
     while (running_clients() > 0 && !report_.interrupted) {
       std::vector<zmq::pollitem_t> items;
       const auto index = client_poll_items(items);
+      const std::size_t first_worker = items.size();
+      std::vector<std::size_t> worker_index;
+      for (std::size_t i = 0; i < workers_.size(); ++i) {
+        if (!workers_[i].actor) continue;
+        items.push_back({workers_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+        worker_index.push_back(i);
+      }
+      if (controller_) items.push_back({controller_->pipe().handle(), 0, ZMQ_POLLIN, 0});
       items.push_back({nullptr, signals_.fd(), ZMQ_POLLIN, 0});
       auto wake = options_.progress ? std::min(row_at, progress_at) : row_at;
       if (next_step_ < steps_.size()) wake = std::min(wake, step_time(steps_[next_step_]));
@@ -295,6 +327,9 @@ class Supervisor {
                                                      wake - Clock::now()) + milliseconds(1)));
       for (std::size_t k = 0; k < index.size(); ++k)
         if (items[k].revents & ZMQ_POLLIN) on_client(index[k]);
+      for (std::size_t k = 0; k < worker_index.size(); ++k)
+        if (items[first_worker + k].revents & ZMQ_POLLIN) on_worker(worker_index[k]);
+      if (controller_ && (items[items.size() - 2].revents & ZMQ_POLLIN)) on_controller();
       if (items.back().revents & ZMQ_POLLIN) report_.interrupted = true;
       while (!report_.interrupted && next_step_ < steps_.size() &&
              Clock::now() >= step_time(steps_[next_step_]))
@@ -346,6 +381,67 @@ class Supervisor {
     }
     slot.done = true;
     if (slot.retiring) slot.actor.reset();  // it left mid-run: its thread is not needed any more
+  }
+
+  // Handles one message from worker i: its late $READY or $ERROR (started without waiting), or
+  // its DONE when it retired.
+  void on_worker(std::size_t i) {
+    auto& w = workers_[i];
+    auto m = recv_pipe(w.actor->pipe());
+    if (!m) return;
+    const std::string arg = m->args.empty() ? std::string() : to_string(m->args[0]);
+    if (m->command == PipeCommand::Error) {
+      report_.actor_errors.push_back(fmt::format("{}: {}", w.actor->name(), arg));
+      record_worker(w, std::nullopt);
+      w.actor.reset();
+    } else if (m->command == PipeCommand::Done) {
+      auto j = nlohmann::json::parse(arg, nullptr, false);
+      record_worker(w, j.is_discarded() ? std::nullopt : std::optional(j));
+      w.actor.reset();
+    }
+  }
+
+  // --- the controller ----------------------------------------------------------------------------
+
+  // One evaluation of the controller: kept for the timeline; a change is carried out.
+  void on_controller() {
+    auto m = recv_pipe(controller_->pipe());
+    if (!m || m->command != PipeCommand::Scale || m->args.empty()) return;
+    auto j = nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
+    if (j.is_discarded()) return;
+    const std::string service = j.value("service", "");
+    const auto pool = std::find_if(pools_.begin(), pools_.end(), [&](const auto& p) { return p.service == service; });
+    if (pool == pools_.end()) return;
+    scale_[service] = j;
+    const int to = j.value("desired", 0), from = j.value("previous", to);
+    if (to == from) return;
+    report_.autoscale.decisions.push_back({now_s(), service, from, to, j.value("demand", 0.0),
+                                           j.value("clients", 0L), j.value("registered", 0L)});
+    resize(*pool, static_cast<std::size_t>(to));
+    announce("autoscale", fmt::format("{}: {} -> {} workers (demand {:.2f})", service, from, to,
+                                      j.value("demand", 0.0)), now_s());
+  }
+
+  // Starts workers of `pool` (without waiting for them) or retires its newest, until `count`
+  // are running and not retiring.
+  void resize(const PoolConfig& pool, std::size_t count) {
+    std::size_t running = running_workers(pool.service);
+    for (; running < count; ++running) {
+      start_worker(pool, false);
+      ++report_.autoscale.started;
+    }
+    for (auto it = workers_.rbegin(); it != workers_.rend() && running > count; ++it) {
+      if (!it->actor || it->retiring || it->pool.service != pool.service) continue;
+      retire_worker(*it);
+      ++report_.autoscale.retired;
+      --running;
+    }
+  }
+
+  // Asks a worker to leave gracefully; its DONE comes to on_worker.
+  void retire_worker(WorkerSlot& w) {
+    send_pipe(w.actor->pipe(), PipeCommand::Retire);
+    w.retiring = true;
   }
 
   void add_totals(const nlohmann::json& t) {
@@ -434,13 +530,16 @@ class Supervisor {
     } else if (e.action == "remove-workers") {
       std::vector<std::string> ids;
       for (int k = 0; k < e.count && running_workers() > 1; ++k) {
-        auto it = std::find_if(workers_.rbegin(), workers_.rend(), [](auto& w) { return w.actor != nullptr; });
+        auto it = std::find_if(workers_.rbegin(), workers_.rend(),
+                               [](auto& w) { return w.actor && !w.retiring; });
         ids.push_back(it->id);
-        stop_worker(*it, PipeCommand::Term);
+        retire_worker(*it);
       }
       fault.detail = ids.empty() ? "only one worker left: none removed" : fmt::format("{}", fmt::join(ids, ", "));
     } else if (e.action == "set-clients") {
       fault.detail = set_clients(static_cast<std::size_t>(e.count), t);
+    } else if (e.action == "mark") {
+      fault.detail = "a new phase of the report begins";
     }
     event_index_[step.event] = static_cast<int>(report_.events.size());
     report_.events.push_back(fault);
@@ -459,16 +558,18 @@ class Supervisor {
     fmt::print(stderr, "  {:6.2f} s  {}: {}\n", t, kind, detail);
   }
 
-  std::size_t running_workers() const {
-    return static_cast<std::size_t>(std::count_if(workers_.begin(), workers_.end(),
-                                                  [](const WorkerSlot& w) { return w.actor != nullptr; }));
+  // Workers running and not retiring (of `service`, or of every pool).
+  std::size_t running_workers(const std::string& service = {}) const {
+    return static_cast<std::size_t>(std::count_if(workers_.begin(), workers_.end(), [&](const WorkerSlot& w) {
+      return w.actor && !w.retiring && (service.empty() || w.pool.service == service);
+    }));
   }
 
   // The running worker `id`, or with no id one drawn from the scenario's seed; null if none.
   WorkerSlot* choose_worker(const std::string& id) {
     std::vector<WorkerSlot*> running;
     for (auto& w : workers_)
-      if (w.actor && (id.empty() || w.id == id)) running.push_back(&w);
+      if (w.actor && !w.retiring && (id.empty() || w.id == id)) running.push_back(&w);
     if (running.empty()) return nullptr;
     return running[std::uniform_int_distribution<std::size_t>(0, running.size() - 1)(random_)];
   }
@@ -494,20 +595,29 @@ class Supervisor {
                        : fmt::format("{} -> {} clients ({} retire)", running + ids.size(), count, fmt::join(ids, ", "));
   }
 
-  // Stops a worker with $TERM (it says DISCONNECT) or CRASH (it does not), keeping its counters.
+  // Stops a worker with $TERM (it leaves gracefully) or CRASH (it does not), keeping its
+  // counters. A retiring worker's counters come in its DONE.
   void stop_worker(WorkerSlot& w, PipeCommand how) {
-    WorkerShare share{w.id, w.pool.service, 0, w.started_s, now_s()};
     std::optional<nlohmann::json> s;
     if (how == PipeCommand::Crash) {
       if (send_pipe(w.actor->pipe(), PipeCommand::Crash, {}, zmq::send_flags::dontwait))
         s = stats_json(wait_stats(*w.actor, milliseconds(10'000)));  // its last word
-      share.crashed = true;
+    } else if (w.retiring) {
+      s = stats_json(wait_stats(*w.actor, milliseconds(10'000)));
     } else {
       s = ask_stats(*w.actor, milliseconds(10'000));
     }
-    if (s) share.served = s->value("served", 0L);
-    report_.workers.push_back(share);
+    record_worker(w, s, how == PipeCommand::Crash);
     w.actor.reset();
+  }
+
+  // A worker's line in the report, as it stops.
+  void record_worker(const WorkerSlot& w, const std::optional<nlohmann::json>& stats, bool crashed = false) {
+    WorkerShare share{w.id, w.pool.service, 0, w.started_s, now_s()};
+    share.crashed = crashed;
+    share.retired = w.retiring;
+    if (stats) share.served = stats->value("served", 0L);
+    report_.workers.push_back(share);
   }
 
   void stop_broker() {
@@ -526,6 +636,14 @@ class Supervisor {
     }
     row.clients = static_cast<long>(active_clients());
     row.rss_mb = resident_mb();
+    if (controller_) {
+      row.demand = 0;
+      row.desired = 0;
+      for (const auto& [service, j] : scale_) {
+        row.demand += j.value("demand", 0.0);
+        row.desired += j.value("desired", 0L);
+      }
+    }
     report_.timeline.push_back(row);
   }
 
@@ -554,6 +672,10 @@ class Supervisor {
   void stop_actors() {
     collect_unfinished_clients();
     clients_.clear();
+    if (controller_) {  // first: it must not resize the fleet while it stops
+      if (auto s = ask_stats(*controller_, milliseconds(2000))) report_.autoscale.controller = *s;
+      controller_.reset();
+    }
     for (auto& w : workers_)
       if (w.actor) stop_worker(w, PipeCommand::Term);
     std::sort(report_.workers.begin(), report_.workers.end(), [](const auto& a, const auto& b) {
@@ -595,7 +717,8 @@ class Supervisor {
   PoolConfig last_crashed_pool_;
   SignalFd signals_;  // before the context: ZeroMQ's own threads inherit the mask too
   zmq::context_t ctx_ = make_context();
-  std::unique_ptr<Actor> link_, broker_;
+  std::unique_ptr<Actor> link_, broker_, controller_;
+  std::map<std::string, nlohmann::json> scale_;  // the controller's last evaluation per service
   std::vector<WorkerSlot> workers_;
   std::vector<ClientSlot> clients_;
   nlohmann::json broker_totals_ = nlohmann::json::object();

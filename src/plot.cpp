@@ -151,17 +151,20 @@ bool full_row(const Report& report, double dt) {
   return dt > 0 && dt >= 0.5 * interval;
 }
 
-// The timeline as columns: t, throughput (requests/s), p99 (ms), workers, clients. A row too
-// short for a throughput has none ("?", gnuplot's missing value).
+// The timeline as columns: t, throughput (requests/s), p99 (ms), workers, clients, and with
+// --autoscale the controller's demand and desired workers. A row too short for a throughput has
+// none ("?", gnuplot's missing value); so has a row without a controller's evaluation.
 std::string data_text(const Report& report) {
-  std::string text = "# t_s throughput_rps p99_ms workers clients\n";
+  std::string text = "# t_s throughput_rps p99_ms workers clients demand desired\n";
   double previous_t = 0;
   for (const auto& row : report.timeline) {
     const double dt = row.t - previous_t;
     const std::string rps =
         full_row(report, dt) ? fmt::format("{:.6g}", static_cast<double>(row.answered) / dt) : "?";
-    text +=
-        fmt::format("{:.6g} {} {:.6g} {} {}\n", row.t, rps, row.p99_ms, row.workers, row.clients);
+    const bool control = row.desired >= 0;
+    text += fmt::format("{:.6g} {} {:.6g} {} {} {} {}\n", row.t, rps, row.p99_ms, row.workers,
+                        row.clients, control ? fmt::format("{:.6g}", row.demand) : "?",
+                        control ? std::to_string(row.desired) : "?");
     previous_t = row.t;
   }
   return text;
@@ -179,8 +182,8 @@ std::string script_text(const Report& report) {
       rps_max = std::max(rps_max, static_cast<double>(row.answered) / (row.t - previous_t));
     previous_t = row.t;
     p99_max = std::max(p99_max, row.p99_ms);
-    count_max =
-        std::max({count_max, static_cast<double>(row.workers), static_cast<double>(row.clients)});
+    count_max = std::max({count_max, static_cast<double>(row.workers), static_cast<double>(row.clients),
+                          row.demand, static_cast<double>(row.desired)});
     any_clients = any_clients || row.clients != 0;
   }
   for (const auto& e : report.events) x_max = std::max({x_max, e.t, e.end_t});
@@ -257,6 +260,10 @@ std::string script_text(const Report& report) {
   if (any_clients)
     s += ", '' using 1:5 with steps linewidth 2 dashtype 3 linecolor rgb '#9467bd' "
          "title 'clients'";
+  if (report.autoscale.enabled)
+    s += ", '' using 1:7 with steps linewidth 2 dashtype 2 linecolor rgb '#d62728' "
+         "title 'desired (controller)', '' using 1:6 with lines linewidth 1 linecolor rgb '#7f7f7f' "
+         "title 'demand (in system)'";
   s += "\nunset multiplot\nset output\n";
   return s;
 }

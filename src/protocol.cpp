@@ -144,7 +144,7 @@ bool valid_id(std::string_view id) {
 
 constexpr std::string_view kPipeNames[] = {"$READY", "$ERROR", "$TERM",  "STATS",  "RECORDS",
                                            "DONE",   "DETECTIONS", "CRASH", "FREEZE", "RETIRE",
-                                           "RULE"};
+                                           "RULE",   "DEMAND", "SCALE"};
 
 }  // namespace
 

@@ -177,8 +177,12 @@ enum class PipeCommand {
   // Faults and changes a scenario orders (see src/scenario.hpp):
   Crash,    // parent -> worker: exit in the next request, without DISCONNECT; it says STATS
   Freeze,   // parent -> worker: [milliseconds] hang inside the next request, deaf to the broker
-  Retire,   // parent -> client: end the request in flight, send DONE, issue no more
+  Retire,   // parent -> client: end the request in flight, send DONE, issue no more;
+            // parent -> worker: leave gracefully (DISCONNECT, serve what crossed it), say DONE
   Rule,     // parent -> link: [nodes][partition|drop|delay][value][milliseconds] a network fault
+  // Control traffic (threads/controller.cpp):
+  Demand,   // broker -> controllers, on the control PUB socket: [JSON] demand per service
+  Scale,    // controller -> parent: [JSON] one evaluation: demand and desired workers of a service
 };
 
 struct PipeMessage {

@@ -42,6 +42,21 @@ void RecordSink::add(uint32_t client, const std::vector<ClientRecord>& records) 
   }
 }
 
+// The phases between events (see Phase), from the answered latencies and error counts of each.
+static void finish_phases(Report& report, std::vector<std::vector<uint32_t>>& latencies,
+                          const std::vector<long>& errors) {
+  for (std::size_t i = 0; i < latencies.size(); ++i) {
+    Phase p;
+    p.from = i == 0 ? 0 : report.events[i - 1].t;
+    p.to = i < report.events.size() ? report.events[i].t : report.elapsed_s;
+    p.starts_with = i == 0 ? "start" : report.events[i - 1].kind;
+    p.answered = static_cast<long>(latencies[i].size());
+    p.errors = errors[i];
+    p.latency_ms = percentiles(std::move(latencies[i]));
+    report.phases.push_back(p);
+  }
+}
+
 // How the fleet recovered from each fault that ended: from its end to the first answer, and to
 // the start of the first 1 s window whose throughput is back to 90% of the 3 s before the fault.
 // (A fault the fleet did not notice recovers in 0 s.)
@@ -74,6 +89,11 @@ void RecordSink::finish(Report& report, int64_t start_us, int interval_ms) const
   std::map<int, std::vector<uint32_t>> error_latencies;
   std::vector<double> answers;  // seconds since the start
   std::set<std::pair<uint32_t, uint32_t>> seen;
+  // Phases: cut at every event's time.
+  std::vector<double> cuts;
+  for (const auto& e : report.events) cuts.push_back(e.t);
+  std::vector<std::vector<uint32_t>> phase_latencies(report.events.empty() ? 0 : cuts.size() + 1);
+  std::vector<long> phase_errors(phase_latencies.size());
   for (const auto& e : records_) {
     // One request must end once: a second record of the same request is a duplicate delivery.
     if (!seen.insert({e.client, e.record.seq}).second) {
@@ -94,6 +114,11 @@ void RecordSink::finish(Report& report, int64_t start_us, int interval_ms) const
     }
     const double t = static_cast<double>(e.record.end_us - start_us) / 1e6;
     const auto bin = static_cast<std::size_t>(std::max(0.0, t * 1000.0 / interval_ms));
+    if (!phase_latencies.empty()) {
+      const auto phase = static_cast<std::size_t>(std::upper_bound(cuts.begin(), cuts.end(), t) - cuts.begin());
+      if (e.record.status == 200) phase_latencies[phase].push_back(e.record.latency_us);
+      else ++phase_errors[phase];
+    }
     if (e.record.status == 200) {
       answers.push_back(t);
       if (bin < report.timeline.size()) {
@@ -102,6 +127,7 @@ void RecordSink::finish(Report& report, int64_t start_us, int interval_ms) const
       }
     }
   }
+  finish_phases(report, phase_latencies, phase_errors);
   for (std::size_t i = 0; i < bins.size(); ++i) report.timeline[i].p99_ms = percentiles(std::move(bins[i])).p99;
   for (auto& [status, us] : error_latencies) report.error_latency_ms[status] = percentiles(std::move(us));
   std::sort(answers.begin(), answers.end());
@@ -135,7 +161,7 @@ nlohmann::json to_json(const Report& r) {
   for (const auto& w : r.workers)
     workers.push_back({{"id", w.id}, {"service", w.service}, {"served", w.served},
                        {"started_s", w.started_s}, {"stopped_s", w.stopped_s},
-                       {"crashed", w.crashed}, {"answered_while_up", w.answered_while_up},
+                       {"crashed", w.crashed}, {"retired", w.retired}, {"answered_while_up", w.answered_while_up},
                        {"share_while_up", w.share()}});
   nlohmann::json pools = nlohmann::json::array();
   for (const auto& p : r.pools)
@@ -146,14 +172,39 @@ nlohmann::json to_json(const Report& r) {
   for (const auto& [name, p] : r.stages_ms)
     stages[name] = {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}};
   nlohmann::json timeline = nlohmann::json::array();
-  for (const auto& row : r.timeline)
+  for (const auto& row : r.timeline) {
     timeline.push_back({{"t", row.t}, {"answered", row.answered}, {"p99_ms", row.p99_ms},
                         {"workers", row.workers}, {"queue", row.queue}, {"clients", row.clients},
                         {"rss_mb", row.rss_mb}});
+    if (r.autoscale.enabled) {
+      timeline.back()["demand"] = row.demand;
+      timeline.back()["desired"] = row.desired;
+    }
+  }
+  nlohmann::json autoscale = nullptr;
+  if (r.autoscale.enabled) {
+    const auto& a = r.autoscale;
+    nlohmann::json decisions = nlohmann::json::array();
+    for (const auto& d : a.decisions)
+      decisions.push_back({{"t", d.t}, {"service", d.service}, {"from", d.from}, {"to", d.to},
+                           {"demand", d.demand}, {"clients", d.clients}, {"registered", d.registered}});
+    autoscale = {{"min_workers", a.policy.min_workers}, {"max_workers", a.policy.max_workers},
+                 {"target_in_flight", a.policy.target_in_flight}, {"interval_ms", a.policy.interval_ms},
+                 {"up_delay_ms", a.policy.up_delay_ms}, {"down_delay_ms", a.policy.down_delay_ms},
+                 {"decisions", decisions}, {"direction_changes", a.direction_changes()},
+                 {"started", a.started}, {"retired", a.retired}, {"controller", a.controller}};
+  }
   nlohmann::json events = nlohmann::json::array();
   for (const auto& e : r.events)
     events.push_back({{"t", e.t}, {"kind", e.kind}, {"detail", e.detail}, {"end_t", e.end_t},
                       {"first_answer_s", e.first_answer_s}, {"recover90_s", e.recover90_s}});
+  nlohmann::json phases = nlohmann::json::array();
+  for (const auto& p : r.phases)
+    phases.push_back({{"from", p.from}, {"to", p.to}, {"starts_with", p.starts_with},
+                      {"answered", p.answered}, {"errors", p.errors},
+                      {"throughput_rps", p.to > p.from ? static_cast<double>(p.answered) / (p.to - p.from) : 0.0},
+                      {"latency_ms", {{"p50", p.latency_ms.p50}, {"p90", p.latency_ms.p90},
+                                      {"p99", p.latency_ms.p99}, {"max", p.latency_ms.max}}}});
   nlohmann::json error_latency = nlohmann::json::object();
   for (const auto& [status, p] : r.error_latency_ms)
     error_latency[std::to_string(status)] = {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}};
@@ -174,11 +225,25 @@ nlohmann::json to_json(const Report& r) {
       {"workers", workers},
       {"timeline", timeline},
       {"events", events},
+      {"phases", phases},
       {"memory_mb", {{"start", r.rss_start_mb}, {"end", r.rss_end_mb}, {"max", r.rss_max_mb}}},
       {"broker", r.broker},
       {"link", r.link},
       {"actor_errors", r.actor_errors},
+      {"autoscale", autoscale},
   };
+}
+
+int AutoscaleReport::direction_changes() const {
+  std::map<std::string, int> last;  // per service: +1 rising, -1 falling, 0 not moved yet
+  int changes = 0;
+  for (const auto& d : decisions) {
+    const int dir = d.to > d.from ? 1 : -1;
+    int& before = last[d.service];
+    if (before != 0 && before != dir) ++changes;
+    before = dir;
+  }
+  return changes;
 }
 
 std::string summary_text(const Report& r) {
@@ -219,7 +284,7 @@ std::string summary_text(const Report& r) {
     if (w.started_s > 0.5 || w.stopped_s >= 0)
       s += fmt::format("  worker {} up {:.2f}..{} s{}: served {:.1f}% of the answers meanwhile\n", w.id,
                        w.started_s, w.stopped_s >= 0 ? fmt::format("{:.2f}", w.stopped_s) : "end",
-                       w.crashed ? " (crashed)" : "", 100 * w.share());
+                       w.crashed ? " (crashed)" : w.retired ? " (retired)" : "", 100 * w.share());
   if (!r.events.empty()) s += "  events (recovery: to the first answer / to 90% of the throughput before)\n";
   for (const auto& e : r.events) {
     s += fmt::format("    {:6.2f} s  {:<14} {}", e.t, e.kind, e.detail);
@@ -239,6 +304,18 @@ std::string summary_text(const Report& r) {
                      n("requeued"), n("expired"), n("lost_in_transit"), late, n("retries_dropped"),
                      n("rejected_busy"),
                      r.broker.contains("incarnations") ? fmt::format("  restarts {}", n("incarnations") - 1) : "");
+  }
+  if (r.autoscale.enabled) {
+    const auto& a = r.autoscale;
+    int ups = 0, downs = 0;
+    for (const auto& d : a.decisions) (d.to > d.from ? ups : downs) += 1;
+    s += fmt::format("  autoscale  {}..{} workers, target {} in flight each: {} decisions ({} up, {} "
+                     "down), direction changes {}; started {}, retired {}\n",
+                     a.policy.min_workers, a.policy.max_workers, a.policy.target_in_flight,
+                     a.decisions.size(), ups, downs, a.direction_changes(), a.started, a.retired);
+    if (r.broker.is_object())
+      s += fmt::format("             retirements: requests served after DISCONNECT {}, re-queued {}\n",
+                       r.broker.value("crossed_disconnect", 0L), r.broker.value("requeued_after_disconnect", 0L));
   }
   if (r.link.is_object() && !r.link.empty())
     s += fmt::format("  link       forwarded {}  dropped {}  delayed {}\n", r.link.value("forwarded", 0L),

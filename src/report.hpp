@@ -20,6 +20,29 @@ struct TimelineRow {
   long clients = 0;   // clients running at the end of the interval
   double p99_ms = 0;  // p99 latency of the requests answered within the interval
   double rss_mb = 0;  // resident memory of the process at the end of the interval
+  // With --autoscale, the controller's last evaluation in the interval (summed over services):
+  // demand (mean requests in the system) and the workers it wants; -1 without a controller.
+  double demand = -1;
+  long desired = -1;
+};
+
+// A change of a service's worker count that the controller decided.
+struct ScaleDecision {
+  double t = 0;
+  std::string service;
+  int from = 0, to = 0;
+  double demand = 0;
+  long clients = 0, registered = 0;  // active clients and workers registered at the broker then
+};
+
+struct AutoscaleReport {
+  bool enabled = false;
+  AutoscaleConfig policy;
+  std::vector<ScaleDecision> decisions;
+  long started = 0, retired = 0;  // workers the supervisor started and retired for it
+  nlohmann::json controller;      // its own counters
+  // Times the worker count of a service turned from rising to falling or back.
+  int direction_changes() const;
 };
 
 // A scenario event as it happened, and for a fault, how the fleet recovered from it.
@@ -37,12 +60,22 @@ struct Percentiles {
   double p50 = 0, p90 = 0, p99 = 0, max = 0;
 };
 
+// The stretch of a run from one scenario event to the next (the first from 0, the last to the
+// end): what was answered in it and how fast. Requests count in the phase they ended in.
+struct Phase {
+  double from = 0, to = 0;
+  std::string starts_with;  // the event's kind, or "start"
+  long answered = 0, errors = 0;
+  Percentiles latency_ms;   // of the answered
+};
+
 struct WorkerShare {
   std::string id;
   std::string service;
   long served = 0;
   double started_s = 0, stopped_s = -1;  // when it started and ended (-1: ran to the end)
   bool crashed = false;                  // it was stopped by a crash-worker fault
+  bool retired = false;                  // it left gracefully mid-run (controller, scenario)
   // Requests the whole fleet answered while this worker was up, and its share of them.
   long answered_while_up = 0;
   double share() const {
@@ -72,11 +105,13 @@ struct Report {
   std::vector<WorkerShare> workers;
   std::vector<TimelineRow> timeline;
   std::vector<FaultEvent> events;      // scenario events, in time order
+  std::vector<Phase> phases;           // with events: the run cut at each of them
   std::string scenario;                // its name, or empty
   nlohmann::json broker;               // the broker's own counters (summed over restarts)
   nlohmann::json link;                 // the link's counters, when a scenario used one
   double rss_start_mb = 0, rss_end_mb = 0, rss_max_mb = 0;  // from the timeline's rows
   std::vector<std::string> actor_errors;  // what actors said in $ERROR
+  AutoscaleReport autoscale;
 
   bool clean() const {
     return lost == 0 && duplicates_delivered == 0 && mismatched == 0 && wrong_service == 0;

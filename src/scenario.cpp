@@ -17,7 +17,8 @@ namespace {
 
 const std::vector<std::string> kActions = {
     "kill-broker", "restart-broker", "crash-worker", "freeze-worker", "partition",
-    "drop",        "delay",          "add-workers",  "remove-workers", "set-clients"};
+    "drop",        "delay",          "add-workers",  "remove-workers", "set-clients",
+    "mark"};
 
 // The actions chaos draws from when its `kinds` is empty: every fault and change but an explicit
 // restart (a kill in chaos always comes back by itself).
@@ -92,7 +93,7 @@ ChaosSettings read_chaos(const toml::table& t, const std::string& where) {
     if (!array) throw ConfigError(fmt::format("{}: 'kinds' must be an array of actions", where));
     for (const auto& k : *array) {
       auto name = k.value<std::string>();
-      if (!name || !known_action(*name) || *name == "restart-broker")
+      if (!name || !known_action(*name) || *name == "restart-broker" || *name == "mark")
         throw ConfigError(fmt::format("{}: 'kinds' holds '{}', which is not a chaos action (one of "
                                       "{})", where, name.value_or("?"), fmt::join(kChaosKinds, ", ")));
       c.kinds.push_back(*name);

@@ -22,8 +22,11 @@
 //   drop               nodes fraction for the link drops that fraction of their traffic
 //   delay              nodes ms for       the link holds their traffic back for ms
 //   add-workers        count              new workers join
-//   remove-workers     count              the newest workers leave (DISCONNECT)
+//   remove-workers     count              the newest workers retire: each finishes its request,
+//                                         says DISCONNECT and leaves (nothing is re-queued)
 //   set-clients        count              clients start, or retire after their request in flight
+//   mark                                  nothing happens; the report's phases are cut here too
+//                                         (every event starts a phase: latency and throughput)
 //
 // and a [chaos] table instead of (or besides) events: random faults of the kinds it lists, drawn
 // from `seed`, so the same seed gives the same run of faults.

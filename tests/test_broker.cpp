@@ -7,6 +7,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <zmq_addon.hpp>
 
 #include "actor.hpp"
@@ -263,4 +264,88 @@ TEST_CASE("a silent worker expires and the request it held is re-queued to anoth
   }
   CHECK(told);
   CHECK_FALSE(recv(client, 200ms).has_value());  // and the client saw it only once
+}
+
+TEST_CASE("a worker leaving with DISCONNECT: a request that crossed it is served, none re-queued") {
+  Bench b;
+  auto leaving = b.peer("leaving", true), stays = b.peer("stays", true);
+  auto client = b.peer("c", false);
+  send(leaving, encode_worker_ready("yolo"));
+  CHECK(mmi(client, "mmi.service", "yolo") == "200");  // registered first: served first (LRU)
+  send(client, request("c-1"));
+  auto m = recv_command(leaving);
+  REQUIRE(m.has_value());
+  REQUIRE(m->command == Command::Request);
+  // The worker said DISCONNECT before it read the request: the two crossed on the wire. It still
+  // serves it, as zyolo's worker does while it leaves.
+  send(leaving, encode_worker_command(Command::Disconnect));
+  send(stays, encode_worker_ready("yolo"));
+  send(client, request("c-2"));
+  auto other = recv_command(stays);  // nothing more goes to the leaving worker
+  REQUIRE(other.has_value());
+  REQUIRE(other->command == Command::Request);
+  CHECK(decode_app_request(std::move(other->body))->id == "c-2");
+  send(stays, encode_worker_reply(std::move(other->client), encode_app_reply("c-2", 200, "{}")));
+  send(leaving, encode_worker_reply(std::move(m->client), encode_app_reply("c-1", 200, "{}")));
+  std::set<std::string> answered;
+  for (int i = 0; i < 2; ++i) {
+    auto f = recv(client);
+    REQUIRE(f.has_value());
+    auto reply = decode_client_reply(std::move(*f));
+    REQUIRE(reply.ok());
+    answered.insert(decode_app_reply(std::move(reply->body))->id);
+  }
+  CHECK(answered == std::set<std::string>{"c-1", "c-2"});
+  // Only now that it holds nothing is it let go.
+  auto bye = recv_command(leaving);
+  REQUIRE(bye.has_value());
+  CHECK(bye->command == Command::Disconnect);
+  auto s = b.stats();
+  CHECK(s["disconnects"] == 1);
+  CHECK(s["crossed_disconnect"] == 1);
+  CHECK(s["requeued"] == 0);
+  CHECK(s["requeued_after_disconnect"] == 0);
+  CHECK(s["workers"] == 1);
+  // An idle worker that says DISCONNECT is let go at once.
+  send(stays, encode_worker_command(Command::Disconnect));
+  bye = recv_command(stays);
+  REQUIRE(bye.has_value());
+  CHECK(bye->command == Command::Disconnect);
+  CHECK(b.stats()["workers"] == 0);
+}
+
+TEST_CASE("the broker publishes each service's demand on its control socket") {
+  Bench b;
+  zmq::socket_t sub(b.ctx, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::linger, 0);
+  sub.set(zmq::sockopt::subscribe, "DEMAND");
+  sub.set(zmq::sockopt::rcvtimeo, 5000);
+  sub.connect(b.config.control());
+  auto w = b.peer("w", true);
+  auto c1 = b.peer("c1", false), c2 = b.peer("c2", false);
+  send(w, encode_worker_ready("yolo"));
+  send(c1, request("c1-1"));
+  send(c2, request("c2-1"));
+  auto m = recv_command(w);  // one held by the worker, one queued: two in the system
+  REQUIRE(m.has_value());
+  // Wait for an interval spent wholly with both requests in the system.
+  nlohmann::json yolo;
+  for (int i = 0; i < 100; ++i) {
+    Frames frames;
+    REQUIRE(zmq::recv_multipart(sub, std::back_inserter(frames)));
+    auto d = decode_pipe(std::move(frames));
+    REQUIRE(d.ok());
+    REQUIRE(d->command == PipeCommand::Demand);
+    auto j = nlohmann::json::parse(d->args.at(0).to_string_view());
+    if (!j["services"].contains("yolo")) continue;
+    yolo = j["services"]["yolo"];
+    if (yolo["demand"].get<double>() > 1.999) break;
+  }
+  INFO(yolo.dump());
+  CHECK(yolo["demand"].get<double>() == doctest::Approx(2.0).epsilon(0.001));
+  CHECK(yolo["outstanding"] == 2);
+  CHECK(yolo["queue"] == 1);
+  CHECK(yolo["in_flight"] == 1);
+  CHECK(yolo["clients"] == 2);
+  CHECK(yolo["workers"] == 1);
 }

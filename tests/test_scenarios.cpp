@@ -12,42 +12,20 @@
 
 #include "config.hpp"
 #include "run_binary.hpp"
+#include "scenario_runs.hpp"
 #include "scenario.hpp"
 
 using zyolo_test::has;
 using zyolo_test::slurp;
 using zyolo_test::TempFile;
+using zyolo_test::check_nothing_lost;
+using zyolo_test::run_scenario;
 
 
 namespace {
 
 // The heartbeat interval the shipped scenarios run with (config/default.toml).
 constexpr double kHeartbeatS = 1.0;
-
-// Runs `zyolo run --scenario NAME ARGS` and returns its JSON report.
-nlohmann::json run_scenario(const std::string& name, const std::string& args = "") {
-  const std::string report = "/tmp/zyolo-test-scenario-" + std::to_string(::getpid()) + ".json";
-  auto r = zyolo_test::zyolo("run --scenario " + name + " --model none --quiet --report " + report + " " + args);
-  INFO("scenario ", name, "\n", r.out, r.err);
-  REQUIRE(r.code == 0);  // exit 0: nothing lost, delivered twice, mismatched or misrouted
-  auto j = nlohmann::json::parse(slurp(report));
-  std::remove(report.c_str());
-  return j;
-}
-
-// What every scenario must end with: every request ended once, and answered unless `errors`.
-void check_nothing_lost(const nlohmann::json& j, bool errors_allowed = false) {
-  const auto& q = j["requests"];
-  INFO(q.dump());
-  CHECK(q["sent"].get<long>() > 0);
-  CHECK(q["lost"] == 0);
-  CHECK(q["duplicates_delivered"] == 0);
-  CHECK(q["mismatched"] == 0);
-  CHECK(q["wrong_service"] == 0);
-  if (!errors_allowed) CHECK(q["errors"] == 0);
-  CHECK(q["answered"].get<long>() + q["errors"].get<long>() == q["sent"].get<long>());
-  CHECK(j["actor_errors"].empty());
-}
 
 const nlohmann::json* find_event(const nlohmann::json& j, const std::string& kind) {
   for (const auto& e : j["events"])

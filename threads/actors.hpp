@@ -8,6 +8,7 @@
 // and sends $READY once its sockets are bound or connected (and, for a worker, its model loaded).
 #pragma once
 
+#include <map>
 #include <string>
 #include <zmq.hpp>
 
@@ -29,7 +30,9 @@ void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
 // with model "none" it echoes the payload after config.worker.service_ms.
 // STATS JSON: id, served, bad_requests, errors, reconnects, malformed, freezes.
 // CRASH: exit inside the next request (at the latest after one heartbeat) without DISCONNECT,
-// saying STATS; FREEZE [ms]: hang inside the next request.
+// saying STATS; FREEZE [ms]: hang inside the next request. RETIRE: leave gracefully (DISCONNECT,
+// serve any request that crossed it, close on the broker's DISCONNECT), say [DONE][STATS JSON]
+// and return. $TERM leaves the same way, waiting at most one heartbeat for the broker.
 void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id);
 
 // Synchronous client `id`: sends `requests` requests (or, with config.run.duration_s, as many as
@@ -38,6 +41,14 @@ void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, con
 // RETIRE: end after the request in flight.
 void client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id,
             long requests);
+
+// The controller: subscribes to the broker's DEMAND on config.control(), decides each service's
+// worker count by config.autoscale, and tells its parent [SCALE][JSON] on every evaluation:
+// service, demand, wanted, previous, desired, registered, starting, clients, queue, ...
+// `workers` names the services it sizes and the workers each starts with.
+// STATS JSON: evaluations, ups, downs, resubscribes.
+void controller(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config,
+                const std::map<std::string, int>& workers);
 
 // Where the link (threads/link.cpp) listens for nodes, and the broker endpoints it connects to.
 struct LinkEndpoints {

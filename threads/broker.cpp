@@ -7,6 +7,16 @@
 // A worker silent for liveness x heartbeat is expired; a request it held is re-queued once.
 // A worker that heartbeats while holding a request for over two intervals lost it in transit:
 // it is re-queued the same way (see on_worker_heartbeat).
+// A worker leaves by DISCONNECT. One that holds a request (a REQUEST crossed its DISCONNECT on the
+// wire) is routed nothing more, its REPLY is delivered, and then it is forgotten; either way the
+// broker answers DISCONNECT, and the worker exits on that answer (see worker.cpp). So a worker
+// retired by the controller or a scenario never makes a request wait for re-queueing.
+//
+// Demand: every autoscale.interval_ms the broker publishes [DEMAND][JSON] on its control PUB
+// socket, per service: the mean number of requests in the system (queued + held by workers)
+// over the interval, clients active in the last client_window_ms, queue, workers, and the mean
+// queue wait and service time of the requests dispatched and answered in the interval.
+//
 // A client's Lazy Pirate retry of a request that is still queued or held (same routing id, same
 // request id) is dropped: the answer already on its way reaches the client's new socket, since
 // the frontend hands a routing id over to the newest connection.
@@ -28,6 +38,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <zmq_addon.hpp>
 
 #include "actor.hpp"
@@ -53,18 +64,40 @@ struct WorkerEntry {
   std::string service;
   Clock::time_point expiry;
   std::optional<Request> held;  // the request it is working on
+  bool leaving = false;          // it said DISCONNECT while holding `held`
+};
+
+// What the broker measures of a service's demand between two DEMAND messages.
+struct DemandMeter {
+  long outstanding = 0;             // requests queued or held by a worker, now
+  double area = 0;                  // integral of outstanding over time since the last DEMAND, s
+  Clock::time_point changed_at = Clock::now();
+  long arrivals = 0, replies = 0;   // in the interval
+  double wait_s = 0, service_s = 0; // sums over the requests dispatched / answered
+  long waits = 0;
+  std::unordered_map<std::string, Clock::time_point> clients;  // routing id -> last request
+
+  void change(long delta, Clock::time_point now = Clock::now()) {
+    area += static_cast<double>(outstanding) * std::chrono::duration<double>(now - changed_at).count();
+    changed_at = now;
+    outstanding += delta;
+  }
 };
 
 struct Service {
   std::deque<Request> requests;
   std::deque<std::string> idle;  // idle workers, least recently used first
   int workers = 0;
+  DemandMeter demand;
 };
 
 struct Counters {
   long requests = 0, replies = 0, rejected_busy = 0, requeued = 0, expired = 0, abandoned = 0;
   long unroutable = 0, unknown_worker = 0, protocol_errors = 0, mmi = 0, retries_dropped = 0;
   long lost_in_transit = 0;  // requests given up on because their worker heartbeats idle
+  long disconnects = 0;       // workers that left by DISCONNECT
+  long crossed_disconnect = 0;  // requests that crossed a worker's DISCONNECT, served before it left
+  long requeued_after_disconnect = 0;  // ... that its worker left without answering (expired)
   long faults[kFaultCount] = {};
   long ready_twice = 0, unasked_reply = 0, reserved_service = 0;  // the protocol_errors by kind
   std::map<std::string, long> unknown_worker_commands;
@@ -76,20 +109,26 @@ class Broker {
       : pipe_(pipe),
         frontend_(ctx, zmq::socket_type::router),
         backend_(ctx, zmq::socket_type::router),
+        control_(ctx, zmq::socket_type::pub),
         heartbeat_(config.broker.heartbeat_ms),
         expiry_(config.broker.heartbeat_ms * config.broker.liveness),
         max_queue_(static_cast<std::size_t>(config.broker.max_queue)),
-        max_bytes_(static_cast<std::size_t>(config.broker.max_message_bytes)) {
+        max_bytes_(static_cast<std::size_t>(config.broker.max_message_bytes)),
+        demand_interval_(config.autoscale.interval_ms),
+        client_window_(config.autoscale.client_window_ms) {
     for (auto* s : {&frontend_, &backend_}) {
       s->set(zmq::sockopt::linger, 0);
       s->set(zmq::sockopt::router_mandatory, true);  // a vanished peer is an error we count
       s->set(zmq::sockopt::maxmsgsize, config.broker.max_message_bytes);  // per frame, tcp/ipc
     }
     frontend_.set(zmq::sockopt::router_handover, true);  // a retrying client keeps its routing id
+    control_.set(zmq::sockopt::linger, 0);
     frontend_.bind(config.frontend());
     backend_.bind(config.backend());
+    control_.bind(config.control());
     frontend_endpoint_ = frontend_.get(zmq::sockopt::last_endpoint);
     backend_endpoint_ = backend_.get(zmq::sockopt::last_endpoint);
+    control_endpoint_ = control_.get(zmq::sockopt::last_endpoint);
   }
 
   // Unbinds at once (closing alone is asynchronous), so a restarted broker can bind again.
@@ -97,6 +136,7 @@ class Broker {
     try {
       frontend_.unbind(frontend_endpoint_);
       backend_.unbind(backend_endpoint_);
+      control_.unbind(control_endpoint_);
     } catch (const zmq::error_t&) {
     }
   }
@@ -104,16 +144,20 @@ class Broker {
   // The poll loop: until $TERM, or until the context is terminated (zmq::error_t ETERM).
   void run() {
     heartbeat_at_ = Clock::now() + heartbeat_;
+    demand_at_ = demand_from_ = Clock::now();
+    demand_at_ += demand_interval_;
     while (!terminated_) {
       zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
                                  {frontend_.handle(), 0, ZMQ_POLLIN, 0},
                                  {backend_.handle(), 0, ZMQ_POLLIN, 0}};
-      auto wait = std::chrono::duration_cast<milliseconds>(heartbeat_at_ - Clock::now());
+      auto wait = std::chrono::duration_cast<milliseconds>(std::min(heartbeat_at_, demand_at_) -
+                                                           Clock::now());
       zmq::poll(items, 3, std::max(wait, milliseconds(0)));
       if (items[0].revents & ZMQ_POLLIN) on_pipe();
       if (items[2].revents & ZMQ_POLLIN) on_backend();  // replies first: they free workers
       if (items[1].revents & ZMQ_POLLIN) on_frontend();
       if (Clock::now() >= heartbeat_at_) on_heartbeat();
+      if (Clock::now() >= demand_at_) publish_demand();
     }
   }
 
@@ -146,12 +190,15 @@ class Broker {
       return;
     }
     auto& service = services_[m->service];
+    service.demand.clients[to_string(m->sender)] = Clock::now();  // rejected or not, it is demand
     if (service.requests.size() >= max_queue_) {
       ++n_.rejected_busy;
       auto body = encode_app_reply(id.empty() ? "-" : id, 503, R"({"error":"queue full"})");
       return to_client(m->sender, m->service, std::move(body));
     }
     if (!key.empty()) pending_.insert(key);
+    service.demand.change(+1);
+    ++service.demand.arrivals;
     service.requests.push_back(
         {std::move(m->sender), std::move(m->body), std::move(key), Clock::now(), {}});
     dispatch(m->service);
@@ -185,7 +232,9 @@ class Broker {
       if (m->command == Command::Ready) return on_ready(id, m.value());
       ++n_.unknown_worker;  // e.g. after a broker restart: tell it to register again
       ++n_.unknown_worker_commands[std::string(command_name(m->command))];
-      if (m->command != Command::Disconnect) to_worker(m->peer, Command::Disconnect);
+      // It registers again on this answer; or, if it said DISCONNECT itself (a worker leaving
+      // a broker that restarted), the answer lets it go at once.
+      to_worker(m->peer, Command::Disconnect);
       return;
     }
     auto& w = it->second;
@@ -202,14 +251,28 @@ class Broker {
           ++n_.unasked_reply;
           return;
         }
-        pending_.erase(w.held->key);
-        w.held.reset();
-        ++n_.replies;
-        to_client(m->client, w.service, std::move(m->body));
-        services_[w.service].idle.push_back(id);
-        return dispatch(w.service);
+        {
+          auto& service = services_[w.service];
+          pending_.erase(w.held->key);
+          service.demand.change(-1);
+          ++service.demand.replies;
+          service.demand.service_s += std::chrono::duration<double>(Clock::now() - w.held->dispatched_at).count();
+          w.held.reset();
+          ++n_.replies;
+          to_client(m->client, w.service, std::move(m->body));
+          if (w.leaving) {  // it served what crossed its DISCONNECT: now it may go
+            ++n_.crossed_disconnect;
+            return let_go(id);
+          }
+          service.idle.push_back(id);
+          return dispatch(w.service);
+        }
       case Command::Disconnect:
-        return remove_worker(id);
+        if (w.held) {  // a request crossed its DISCONNECT: it serves that first (see the top)
+          w.leaving = true;
+          return;
+        }
+        return let_go(id);
       case Command::Heartbeat:
         return on_worker_heartbeat(id, w);
       case Command::Request:
@@ -242,7 +305,16 @@ class Broker {
     } else {
       ++n_.abandoned;
       pending_.erase(r.key);
+      service.demand.change(-1);
     }
+  }
+
+  // A worker that said DISCONNECT and holds nothing: forgotten, and told so.
+  void let_go(const std::string& id) {
+    ++n_.disconnects;
+    auto address = std::move(workers_.at(id).address);
+    remove_worker(id);
+    to_worker(address, Command::Disconnect);
   }
 
   void on_ready(const std::string& id, WorkerMessage& m) {
@@ -279,9 +351,12 @@ class Broker {
         remove_worker(id);
         continue;
       }
+      const auto now = Clock::now();
       waits_us_.push_back(static_cast<uint32_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - r.queued_at).count()));
-      r.dispatched_at = Clock::now();
+          std::chrono::duration_cast<std::chrono::microseconds>(now - r.queued_at).count()));
+      service.demand.wait_s += std::chrono::duration<double>(now - r.queued_at).count();
+      ++service.demand.waits;
+      r.dispatched_at = now;
       w.held = std::move(r);
     }
   }
@@ -309,10 +384,42 @@ class Broker {
     auto& service = services_[it->second.service];
     --service.workers;
     std::erase(service.idle, id);
-    if (auto& held = it->second.held) requeue(service, std::move(*held));
+    if (auto& held = it->second.held) {
+      if (it->second.leaving) ++n_.requeued_after_disconnect;
+      requeue(service, std::move(*held));
+    }
     const std::string name = it->second.service;
     workers_.erase(it);
     dispatch(name);
+  }
+
+  // [DEMAND][JSON] on the control socket: each service's demand over the interval just ended.
+  void publish_demand() {
+    const auto now = Clock::now();
+    const double interval_s = std::chrono::duration<double>(now - demand_from_).count();
+    nlohmann::json services = nlohmann::json::object();
+    for (auto& [name, s] : services_) {
+      auto& d = s.demand;
+      d.change(0, now);  // closes the integral exactly where the interval ends
+      std::erase_if(d.clients, [&](const auto& c) { return now - c.second > client_window_; });
+      long held = 0;
+      for (const auto& [id, w] : workers_)
+        if (w.service == name && w.held) ++held;
+      services[name] = {
+          {"demand", interval_s > 0 ? d.area / interval_s : static_cast<double>(d.outstanding)},
+          {"outstanding", d.outstanding}, {"queue", s.requests.size()}, {"in_flight", held},
+          {"workers", s.workers}, {"idle", s.idle.size()}, {"clients", d.clients.size()},
+          {"arrivals", d.arrivals}, {"replies", d.replies},
+          {"queue_wait_ms", d.waits ? 1000 * d.wait_s / static_cast<double>(d.waits) : 0.0},
+          {"service_ms", d.replies ? 1000 * d.service_s / static_cast<double>(d.replies) : 0.0}};
+      d.area = d.wait_s = d.service_s = 0;
+      d.arrivals = d.replies = d.waits = 0;
+    }
+    const nlohmann::json j = {{"interval_ms", std::lround(1000 * interval_s)}, {"services", services}};
+    Frames demand = encode_pipe(PipeCommand::Demand, text_frames({j.dump()}));
+    (void)send_frames(control_, demand, zmq::send_flags::dontwait);  // PUB: a slow subscriber misses it
+    demand_from_ = now;
+    demand_at_ = now + demand_interval_;
   }
 
   void to_client(const zmq::message_t& client, const std::string& service, Frames body) {
@@ -361,16 +468,20 @@ class Broker {
               {"READY for mmi.*", n_.reserved_service}}},
             {"unknown_worker_commands", n_.unknown_worker_commands}, {"mmi", n_.mmi},
             {"retries_dropped", n_.retries_dropped}, {"lost_in_transit", n_.lost_in_transit},
+            {"disconnects", n_.disconnects}, {"crossed_disconnect", n_.crossed_disconnect},
+            {"requeued_after_disconnect", n_.requeued_after_disconnect},
             {"malformed", malformed}, {"faults", faults}, {"services", services}};
   }
 
   zmq::socket_ref pipe_;
   zmq::socket_t frontend_, backend_;
-  std::string frontend_endpoint_, backend_endpoint_;
+  zmq::socket_t control_;  // PUB: DEMAND for the controllers
+  std::string frontend_endpoint_, backend_endpoint_, control_endpoint_;
   milliseconds heartbeat_, expiry_;
   std::size_t max_queue_;
   std::size_t max_bytes_;  // broker.max_message_bytes: all frames of one message, any transport
-  Clock::time_point heartbeat_at_;
+  milliseconds demand_interval_, client_window_;
+  Clock::time_point heartbeat_at_, demand_at_, demand_from_;
   bool terminated_ = false;
   std::map<std::string, WorkerEntry> workers_;
   std::map<std::string, Service> services_;

@@ -2,7 +2,15 @@
 // It connects a DEALER to the broker's backend and sends READY; then it serves REQUESTs one at a
 // time, heartbeats the broker, and when the broker goes silent for liveness x heartbeat (or says
 // DISCONNECT) it closes the socket, waits a back-off that doubles up to a ceiling, and registers
-// again on a new socket. On $TERM it says DISCONNECT so the broker forgets it at once.
+// again on a new socket.
+//
+// Leaving is a handshake, so that no request is lost or re-queued when a worker goes (RETIRE from
+// the controller or a scenario, or $TERM at the end of a run): the worker says DISCONNECT and
+// keeps reading. A REQUEST the broker sent before it read the DISCONNECT crossed it on the wire;
+// the worker serves it. The broker answers DISCONNECT once the worker holds nothing (broker.cpp),
+// and on that answer the worker closes its socket. If no answer comes (the broker is gone) it
+// leaves anyway after liveness x heartbeat (RETIRE) or one heartbeat ($TERM). After RETIRE it
+// says [DONE][STATS JSON] on the pipe and returns.
 //
 // Each socket gets a routing id of its own, "<id>-<random>-<generation>": readable in the broker's
 // counters, unique across processes, and new on each reconnection (a worker that registers again
@@ -47,7 +55,7 @@ class Worker {
 
   // The poll loop: until $TERM, or until the context is terminated (zmq::error_t ETERM).
   void run() {
-    while (!terminated_) {
+    while (!terminated_ && !retire_) {
       if (!socket_) {  // the broker is lost: wait out the back-off, still listening to the pipe
         wait_on_pipe(Clock::now() + backoff_);
         if (terminated_) break;
@@ -60,7 +68,7 @@ class Worker {
       const auto next = std::min({heartbeat_at_, heard_at_ + silence_, crash_at_});
       zmq::poll(items, 2, std::max(milliseconds(0), until(next)));
       if (items[0].revents & ZMQ_POLLIN) on_pipe();
-      if (terminated_) break;
+      if (terminated_ || retire_) break;
       if (items[1].revents & ZMQ_POLLIN) on_broker();
       if (terminated_) break;
       const auto now = Clock::now();
@@ -75,11 +83,12 @@ class Worker {
         heartbeat_at_ = now + heartbeat_;
       }
     }
-    if (socket_ && !crashed_) {
-      // Linger long enough for DISCONNECT to leave: with linger 0, closing may discard it, and
-      // the broker would route a request to this worker until it expired.
-      socket_->set(zmq::sockopt::linger, config_.broker.heartbeat_ms);
-      send(encode_worker_command(Command::Disconnect));
+    if (crashed_) return;
+    if (retire_ && !terminated_) {
+      leave(Clock::now() + silence_);
+      send_pipe(pipe_, PipeCommand::Done, text_frames({stats().dump()}));
+    } else {
+      leave(Clock::now() + heartbeat_);
     }
   }
 
@@ -100,7 +109,7 @@ class Worker {
   }
 
   void lost_broker() {
-    ++reconnects_;
+    if (!leaving_) ++reconnects_;
     socket_.reset();  // closes it: anything queued for the old broker is gone, as it should be
   }
 
@@ -112,6 +121,8 @@ class Worker {
       send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
     } else if (m->command == PipeCommand::Crash) {
       crash_at_ = Clock::now() + heartbeat_;  // or sooner: at the next request
+    } else if (m->command == PipeCommand::Retire) {
+      retire_ = true;
     } else if (m->command == PipeCommand::Freeze && !m->args.empty()) {
       freeze_for_ = milliseconds(std::stol(to_string(m->args[0])));
     }
@@ -120,7 +131,7 @@ class Worker {
   nlohmann::json stats() const {
     return {{"id", id_}, {"service", config_.run.service}, {"served", served_},
             {"reconnects", reconnects_}, {"malformed", malformed_}, {"bad_requests", bad_requests_},
-            {"errors", errors_}, {"freezes", freezes_}};
+            {"errors", errors_}, {"freezes", freezes_}, {"crossed_disconnect", crossed_}};
   }
 
   // CRASH: the socket closes with linger 0 and no DISCONNECT, so the broker learns of it only by
@@ -168,10 +179,42 @@ class Worker {
     }
   }
 
+  // The leaving handshake (see the top): DISCONNECT, then serve what crossed it until the
+  // broker's DISCONNECT, `deadline`, or $TERM (when leaving on RETIRE).
+  void leave(Clock::time_point deadline) {
+    if (!socket_) return;
+    leaving_ = true;
+    send(encode_worker_command(Command::Disconnect));
+    while (socket_ && Clock::now() < deadline) {
+      zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
+                                 {pipe_.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, terminated_ ? 1 : 2, std::max(milliseconds(0), until(deadline)));
+      if (items[1].revents & ZMQ_POLLIN) {
+        on_pipe();
+        if (terminated_) break;
+      }
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      auto frames = recv_frames(*socket_, zmq::recv_flags::dontwait);
+      auto m = frames ? decode_from_broker(std::move(*frames)) : Decoded<WorkerMessage>(Fault::Empty);
+      if (!m) continue;
+      if (m->command == Command::Disconnect) break;  // the broker let it go
+      if (m->command == Command::Request) {
+        ++crossed_;
+        serve(m.value());
+      }
+    }
+    socket_.reset();
+  }
+
   void on_request(WorkerMessage& m) {
     if (crash_at_ != Clock::time_point::max()) return crash();  // holding the request
     if (freeze_for_ > milliseconds(0)) hang();
     if (terminated_) return;
+    serve(m);
+  }
+
+  // Answers one request: detections, or the echo.
+  void serve(WorkerMessage& m) {
     auto request = decode_app_request(std::move(m.body));
     Frames reply;
     if (!request) {
@@ -241,6 +284,9 @@ class Worker {
   std::optional<zmq::socket_t> socket_;
   Clock::time_point heard_at_, heartbeat_at_;
   bool terminated_ = false, crashed_ = false;
+  bool retire_ = false;   // RETIRE asked: leave after the request in hand
+  bool leaving_ = false;  // DISCONNECT said: the socket closes on the broker's answer
+  long crossed_ = 0;      // requests that crossed its DISCONNECT, served while leaving
   milliseconds freeze_for_{0};  // > 0: the next request hangs this long first
   Clock::time_point crash_at_ = Clock::time_point::max();  // CRASH asked: at the latest then
   unsigned instance_;

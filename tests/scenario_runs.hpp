@@ -1,0 +1,40 @@
+// Running a scenario through the binary and checking what every scenario must end with; shared by
+// the scenario and autoscale suites (doctest assertions: include after doctest.h).
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "run_binary.hpp"
+
+namespace zyolo_test {
+
+// Runs `zyolo run --scenario NAME ARGS` and returns its JSON report.
+inline nlohmann::json run_scenario(const std::string& name, const std::string& args = "") {
+  const std::string report = "/tmp/zyolo-test-scenario-" + std::to_string(::getpid()) + ".json";
+  auto r = zyolo("run --scenario " + name + " --model none --quiet --report " + report + " " + args);
+  INFO("scenario ", name, "\n", r.out, r.err);
+  REQUIRE(r.code == 0);  // exit 0: nothing lost, delivered twice, mismatched or misrouted
+  auto j = nlohmann::json::parse(slurp(report));
+  std::remove(report.c_str());
+  return j;
+}
+
+// What every scenario must end with: every request ended once, and answered unless `errors`.
+inline void check_nothing_lost(const nlohmann::json& j, bool errors_allowed = false) {
+  const auto& q = j["requests"];
+  INFO(q.dump());
+  CHECK(q["sent"].get<long>() > 0);
+  CHECK(q["lost"] == 0);
+  CHECK(q["duplicates_delivered"] == 0);
+  CHECK(q["mismatched"] == 0);
+  CHECK(q["wrong_service"] == 0);
+  if (!errors_allowed) CHECK(q["errors"] == 0);
+  CHECK(q["answered"].get<long>() + q["errors"].get<long>() == q["sent"].get<long>());
+  CHECK(j["actor_errors"].empty());
+}
+
+}  // namespace zyolo_test
