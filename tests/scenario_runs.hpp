@@ -12,15 +12,21 @@
 
 namespace zyolo_test {
 
-// Runs `zyolo run --scenario NAME ARGS` and returns its JSON report.
-inline nlohmann::json run_scenario(const std::string& name, const std::string& args = "") {
-  const std::string report = "/tmp/zyolo-test-scenario-" + std::to_string(::getpid()) + ".json";
-  auto r = zyolo("run --scenario " + name + " --model none --quiet --report " + report + " " + args);
-  INFO("scenario ", name, "\n", r.out, r.err);
-  REQUIRE(r.code == 0);  // exit 0: nothing lost, delivered twice, mismatched or misrouted
+// Runs `zyolo run ARGS --quiet`, requires exit 0 (nothing lost, delivered twice, mismatched or
+// misrouted) and returns its JSON report.
+inline nlohmann::json run_report(const std::string& args) {
+  const std::string report = "/tmp/zyolo-test-report-" + std::to_string(::getpid()) + ".json";
+  auto r = zyolo("run " + args + " --quiet --report " + report);
+  INFO("zyolo run ", args, "\n", r.out, r.err);
+  REQUIRE(r.code == 0);
   auto j = nlohmann::json::parse(slurp(report));
   std::remove(report.c_str());
   return j;
+}
+
+// Runs `zyolo run --scenario NAME --model none ARGS` and returns its JSON report.
+inline nlohmann::json run_scenario(const std::string& name, const std::string& args = "") {
+  return run_report("--scenario " + name + " --model none " + args);
 }
 
 // What every scenario must end with: every request ended once, and answered unless `errors`.

@@ -189,13 +189,7 @@ TEST_CASE("chaos is reproducible from its seed, and another seed plays other fau
 }
 
 TEST_CASE("flags beside --scenario override the file's values") {
-  const std::string report = "/tmp/zyolo-test-scenario-flags-" + std::to_string(::getpid()) + ".json";
-  auto r = zyolo_test::zyolo("run --scenario basic --clients 2 --workers 3 --duration 1.5 --service-ms 0.5 "
-                 "--quiet --report " + report);
-  INFO(r.out, r.err);
-  REQUIRE(r.code == 0);
-  auto j = nlohmann::json::parse(slurp(report));
-  std::remove(report.c_str());
+  auto j = zyolo_test::run_report("--scenario basic --clients 2 --workers 3 --duration 1.5 --service-ms 0.5");
   CHECK(j["run"]["clients"] == 2);
   CHECK(j["run"]["workers"] == 3);
   CHECK(j["run"]["scenario"] == "basic");
