@@ -58,7 +58,7 @@ class Worker {
     while (!terminated_ && !retire_) {
       if (!socket_) {  // the broker is lost: wait out the back-off, still listening to the pipe
         wait_on_pipe(Clock::now() + backoff_);
-        if (terminated_) break;
+        if (terminated_ || retire_) break;  // unregistered: nothing to hand back
         backoff_ = std::min(backoff_ * 2, milliseconds(config_.worker.reconnect_max_ms));
         connect();
         continue;
