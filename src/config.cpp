@@ -151,6 +151,20 @@ std::vector<Key> known_keys() {
                    [](Config& c) -> int& { return c.autoscale.max_step_up; }, 0, 10000),
       integer<int>("autoscale.max_step_down",
                    [](Config& c) -> int& { return c.autoscale.max_step_down; }, 0, 10000),
+      integer<int>("sockets.linger_ms", [](Config& c) -> int& { return c.sockets.linger_ms; }, 0,
+                   600'000),
+      integer<int>("sockets.sndhwm", [](Config& c) -> int& { return c.sockets.sndhwm; }, 0,
+                   10'000'000),
+      integer<int>("sockets.rcvhwm", [](Config& c) -> int& { return c.sockets.rcvhwm; }, 0,
+                   10'000'000),
+      integer<int>("sockets.reconnect_ivl_ms",
+                   [](Config& c) -> int& { return c.sockets.reconnect_ivl_ms; }, 1, 600'000),
+      integer<int>("sockets.reconnect_ivl_max_ms",
+                   [](Config& c) -> int& { return c.sockets.reconnect_ivl_max_ms; }, 0, 3'600'000),
+      integer<int>("sockets.heartbeat_ivl_ms",
+                   [](Config& c) -> int& { return c.sockets.heartbeat_ivl_ms; }, 0, 600'000),
+      integer<int>("sockets.heartbeat_timeout_ms",
+                   [](Config& c) -> int& { return c.sockets.heartbeat_timeout_ms; }, 0, 3'600'000),
       text("client.images", [](Config& c) -> std::string& { return c.client.images; }),
       text("client.save_detections",
            [](Config& c) -> std::string& { return c.client.save_detections; }),
@@ -316,6 +330,11 @@ void validate(Config& config) {
   }
   if (config.frontend().empty() || config.backend().empty() || config.control().empty())
     throw ConfigError(fmt::format("endpoints.{0}_frontend, {0}_backend and {0}_control must be set", t));
+  const auto& so = config.sockets;
+  if (so.reconnect_ivl_max_ms != 0 && so.reconnect_ivl_max_ms < so.reconnect_ivl_ms)
+    throw ConfigError("sockets.reconnect_ivl_max_ms must be 0 (no back-off) or >= sockets.reconnect_ivl_ms");
+  if (so.heartbeat_timeout_ms != 0 && so.heartbeat_ivl_ms == 0)
+    throw ConfigError("sockets.heartbeat_timeout_ms needs sockets.heartbeat_ivl_ms (ZMTP heartbeats are off)");
   if (config.autoscale.min_workers > config.autoscale.max_workers)
     throw ConfigError(fmt::format(
         "autoscale.min_workers (--min-workers, {}) must not exceed autoscale.max_workers "

@@ -46,6 +46,14 @@ struct AutoscaleConfig {
   int max_step_up = 0, max_step_down = 0;  // workers started (retired) per evaluation; 0: any
 };
 
+// [sockets]: ZeroMQ options of every data-plane socket (src/sockopts.hpp).
+struct SocketConfig {
+  int linger_ms = 0;
+  int sndhwm = 0, rcvhwm = 0;
+  int reconnect_ivl_ms = 0, reconnect_ivl_max_ms = 0;
+  int heartbeat_ivl_ms = 0, heartbeat_timeout_ms = 0;
+};
+
 struct WorkerConfig {
   std::string model;        // a path, "none" or "auto"
   std::string auto_models;  // ':'-separated candidates for "auto"
@@ -81,6 +89,7 @@ struct Config {
   WorkerConfig worker;
   ClientConfig client;
   AutoscaleConfig autoscale;
+  SocketConfig sockets;
   // [[pools]]: several worker pools in one fleet. Empty: one pool of run.workers workers serving
   // run.service with worker.model. Clients spread over the pools' services round-robin.
   std::vector<PoolConfig> pools;

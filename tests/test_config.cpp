@@ -7,6 +7,7 @@
 #include <string>
 
 #include "config.hpp"
+#include "sockopts.hpp"
 
 using namespace zyolo;
 
@@ -130,4 +131,43 @@ TEST_CASE("cross-field rules") {
   c = default_config();
   c.run.service = "mmi.service";
   CHECK(error_of([&] { validate(c); }).find("mmi.") != std::string::npos);
+  c = default_config();
+  c.autoscale.min_workers = 5;
+  c.autoscale.max_workers = 2;
+  CHECK(error_of([&] { validate(c); }).find("autoscale.min_workers") != std::string::npos);
+  c = default_config();
+  c.sockets.reconnect_ivl_max_ms = c.sockets.reconnect_ivl_ms - 1;
+  CHECK(error_of([&] { validate(c); }).find("sockets.reconnect_ivl_max_ms") != std::string::npos);
+  c = default_config();
+  c.sockets.heartbeat_ivl_ms = 0;
+  CHECK(error_of([&] { validate(c); }).find("sockets.heartbeat_timeout_ms") != std::string::npos);
+}
+
+TEST_CASE("[sockets] options reach a data-plane socket, as libzmq reads them back") {
+  Config c = default_config();
+  apply_toml(c, R"(
+[sockets]
+linger_ms = 250
+sndhwm = 77
+rcvhwm = 88
+reconnect_ivl_ms = 150
+reconnect_ivl_max_ms = 4000
+heartbeat_ivl_ms = 700
+heartbeat_timeout_ms = 2100
+[broker]
+max_message_bytes = 65536
+)", "test");
+  validate(c);
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  apply_socket_options(s, c);
+  CHECK(s.get(zmq::sockopt::linger) == 250);
+  CHECK(s.get(zmq::sockopt::sndhwm) == 77);
+  CHECK(s.get(zmq::sockopt::rcvhwm) == 88);
+  CHECK(s.get(zmq::sockopt::reconnect_ivl) == 150);
+  CHECK(s.get(zmq::sockopt::reconnect_ivl_max) == 4000);
+  CHECK(s.get(zmq::sockopt::heartbeat_ivl) == 700);
+  CHECK(s.get(zmq::sockopt::heartbeat_timeout) == 2100);
+  CHECK(s.get(zmq::sockopt::maxmsgsize) == 65536);
+  s.set(zmq::sockopt::linger, 0);
 }

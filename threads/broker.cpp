@@ -44,6 +44,7 @@
 #include "actor.hpp"
 #include "actors.hpp"
 #include "protocol.hpp"
+#include "sockopts.hpp"
 
 namespace zyolo {
 namespace {
@@ -116,13 +117,10 @@ class Broker {
         max_bytes_(static_cast<std::size_t>(config.broker.max_message_bytes)),
         demand_interval_(config.autoscale.interval_ms),
         client_window_(config.autoscale.client_window_ms) {
-    for (auto* s : {&frontend_, &backend_}) {
-      s->set(zmq::sockopt::linger, 0);
+    for (auto* s : {&frontend_, &backend_, &control_}) apply_socket_options(*s, config);
+    for (auto* s : {&frontend_, &backend_})
       s->set(zmq::sockopt::router_mandatory, true);  // a vanished peer is an error we count
-      s->set(zmq::sockopt::maxmsgsize, config.broker.max_message_bytes);  // per frame, tcp/ipc
-    }
     frontend_.set(zmq::sockopt::router_handover, true);  // a retrying client keeps its routing id
-    control_.set(zmq::sockopt::linger, 0);
     frontend_.bind(config.frontend());
     backend_.bind(config.backend());
     control_.bind(config.control());

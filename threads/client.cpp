@@ -16,6 +16,7 @@
 #include "actors.hpp"
 #include "images.hpp"
 #include "protocol.hpp"
+#include "sockopts.hpp"
 
 namespace zyolo {
 namespace {
@@ -58,7 +59,7 @@ class Client {
  private:
   void connect() {
     socket_.emplace(ctx_, zmq::socket_type::dealer);
-    socket_->set(zmq::sockopt::linger, 0);
+    apply_socket_options(*socket_, config_);
     socket_->set(zmq::sockopt::routing_id, routing_id_);
     socket_->connect(config_.frontend());
   }

@@ -34,6 +34,7 @@
 #include "actor.hpp"
 #include "actors.hpp"
 #include "protocol.hpp"
+#include "sockopts.hpp"
 
 namespace zyolo {
 namespace {
@@ -52,7 +53,7 @@ class Controller {
  public:
   Controller(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config,
              const std::map<std::string, int>& workers)
-      : ctx_(ctx), pipe_(pipe), policy_(config.autoscale), endpoint_(config.control()),
+      : ctx_(ctx), pipe_(pipe), config_(config), policy_(config.autoscale), endpoint_(config.control()),
         silence_(3 * std::max(config.autoscale.interval_ms, 100)) {
     for (const auto& [service, n] : workers) pools_[service].desired = n;
     subscribe();
@@ -77,7 +78,7 @@ class Controller {
  private:
   void subscribe() {
     socket_.emplace(ctx_, zmq::socket_type::sub);
-    socket_->set(zmq::sockopt::linger, 0);
+    apply_socket_options(*socket_, config_);
     socket_->set(zmq::sockopt::subscribe, "DEMAND");
     socket_->connect(endpoint_);
     heard_at_ = Clock::now();
@@ -155,6 +156,7 @@ class Controller {
 
   zmq::context_t& ctx_;
   zmq::socket_ref pipe_;
+  const Config& config_;
   AutoscaleConfig policy_;
   std::string endpoint_;
   milliseconds silence_;

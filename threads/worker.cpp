@@ -33,6 +33,7 @@
 #include "detector.hpp"
 #include "models.hpp"
 #include "protocol.hpp"
+#include "sockopts.hpp"
 
 namespace zyolo {
 namespace {
@@ -100,7 +101,7 @@ class Worker {
   // A new DEALER socket, connected, with READY sent.
   void connect() {
     socket_.emplace(ctx_, zmq::socket_type::dealer);
-    socket_->set(zmq::sockopt::linger, 0);
+    apply_socket_options(*socket_, config_);
     socket_->set(zmq::sockopt::routing_id, fmt::format("{}-{:08x}-{}", id_, instance_, ++generation_));
     socket_->connect(config_.backend());
     send(encode_worker_ready(config_.run.service));
@@ -138,6 +139,7 @@ class Worker {
   // silence. The STATS sent is bookkeeping for the report, not something a crash would say.
   void crash() {
     crashed_ = terminated_ = true;
+    if (socket_) socket_->set(zmq::sockopt::linger, 0);  // whatever sockets.linger_ms says
     send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
   }
 

@@ -1,0 +1,17 @@
+// The ZeroMQ options of data-plane sockets, from config [sockets]: one place sets them, so every
+// broker, worker, client and controller socket behaves alike on tcp and ipc (inproc ignores the
+// reconnect and heartbeat ones). The pipes between actors and the simulated network of the link
+// keep their own fixed options.
+#pragma once
+
+#include <zmq.hpp>
+
+#include "config.hpp"
+
+namespace zyolo {
+
+// Sets linger, high-water marks, reconnect interval and its back-off ceiling, ZMTP heartbeats
+// and the largest frame a peer may send (broker.max_message_bytes) on `socket`.
+void apply_socket_options(zmq::socket_t& socket, const Config& config);
+
+}  // namespace zyolo
