@@ -13,8 +13,9 @@ int cli_main(int argc, char** argv) {
   CLI::App app{"zyolo: N clients -> a load-balancing MDP/0.1 broker -> M YOLO workers, over ZeroMQ"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "zyolo 0.1.0");
-  const Subcommand commands[] = {add_run_command(app), add_detect_command(app),
-                                 add_scenarios_command(app)};
+  const Subcommand commands[] = {add_run_command(app),     add_broker_command(app),
+                                 add_workers_command(app),  add_clients_command(app),
+                                 add_detect_command(app),   add_scenarios_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,6 +1,11 @@
-// What the subcommands share: the detector's flags.
+// What the subcommands share: the detector's flags, and settling the workers' models.
+#include <fmt/format.h>
+
+#include <opencv2/core/utility.hpp>
+
 #include "commands.hpp"
 #include "config.hpp"
+#include "models.hpp"
 
 namespace zyolo {
 
@@ -32,6 +37,18 @@ void add_detector_flags(CLI::App& command, DetectorFlags& f) {
                   "thread only (worker.cv_threads)")
       ->type_name("N")
       ->check(CLI::Range(0, 256));
+}
+
+void settle_pool_models(Config& config) {
+  config.pools = config.pools_or_default();
+  for (auto& pool : config.pools) {
+    Config c = config;
+    c.worker.model = pool.model;
+    const ModelChoice model = resolve_model(c);
+    if (!model.note.empty()) fmt::print(stderr, "{}\n", model.note);
+    pool.model = model.detector ? model.detector->model_path : "none";
+  }
+  cv::setNumThreads(config.worker.cv_threads);  // process-wide: once, before any worker starts
 }
 
 void apply_detector_flags(Config& config, const CLI::App& command, const DetectorFlags& f) {

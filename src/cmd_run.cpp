@@ -12,11 +12,9 @@
 #include "config.hpp"
 #include "fleet.hpp"
 #include "images.hpp"
-#include "models.hpp"
 #include "plot.hpp"
 #include "scenario.hpp"
 
-#include <opencv2/core/utility.hpp>
 
 namespace zyolo {
 namespace {
@@ -76,18 +74,8 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
     if (!std::ofstream(flags.plot_file, std::ios::app))
       throw ConfigError(fmt::format("--plot {}: cannot write", flags.plot_file));
   }
-  // Settle each pool's model now, so every worker gets a path or "none" and errors come before
-  // any thread starts.
-  config.pools = config.pools_or_default();
-  for (auto& pool : config.pools) {
-    Config c = config;
-    c.worker.model = pool.model;
-    const ModelChoice model = resolve_model(c);
-    if (!model.note.empty()) fmt::print(stderr, "{}\n", model.note);
-    pool.model = model.detector ? model.detector->model_path : "none";
-  }
+  settle_pool_models(config);
   if (!config.client.images.empty()) (void)load_images(config.client.images);  // checks it
-  cv::setNumThreads(config.worker.cv_threads);  // process-wide: once, before any worker starts
   // Fail on an unwritable output before the run, not after it.
   std::ofstream report_out;
   if (!flags.report_file.empty()) {
@@ -101,7 +89,8 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
     fmt::print(stderr, "scenario {} (seed {}): {}\n", scenario->name, scenario->seed, scenario->description);
   const Report report = run_fleet(config, {.progress = !flags.quiet && isatty(STDERR_FILENO),
                                            .announce = !flags.quiet,
-                                           .scenario = scenario ? &*scenario : nullptr});
+                                           .scenario = scenario ? &*scenario : nullptr,
+                                           .on_started = {}});
   fmt::print("{}", summary_text(report));
   if (report_out) report_out << to_json(report).dump(2) << "\n";
   if (!flags.plot_file.empty()) write_plot(report, flags.plot_file);

@@ -25,7 +25,15 @@ void add_detector_flags(CLI::App& command, DetectorFlags& flags);
 struct Config;
 void apply_detector_flags(Config& config, const CLI::App& command, const DetectorFlags& flags);
 
+// Settles each pool's model (config.pools is filled in): a path or "none", never "auto", so errors
+// come before any thread starts; and sets OpenCV's one thread pool to worker.cv_threads.
+void settle_pool_models(Config& config);
+
 Subcommand add_run_command(CLI::App& root);     // src/cmd_run.cpp: zyolo run
+// src/cmd_nodes.cpp: the actors of `zyolo run`, one kind per process, over tcp or ipc.
+Subcommand add_broker_command(CLI::App& root);   // zyolo broker
+Subcommand add_workers_command(CLI::App& root);  // zyolo workers
+Subcommand add_clients_command(CLI::App& root);  // zyolo clients
 Subcommand add_detect_command(CLI::App& root);  // src/cmd_detect.cpp: zyolo detect
 Subcommand add_scenarios_command(CLI::App& root);  // src/cmd_run.cpp: zyolo scenarios
 

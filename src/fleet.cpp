@@ -164,12 +164,13 @@ class Supervisor {
   }
 
   Report run() {
-    report_.clients = config_.run.clients;
+    report_.clients = options_.clients ? config_.run.clients : 0;
     report_.transport = config_.run.transport;
     if (scenario_) report_.scenario = scenario_->name;
     for (const auto& pool : pools_) {
-      report_.workers_started += initial_workers(pool);
-      report_.pools.push_back({pool.service, pool.model, initial_workers(pool)});
+      const int n = options_.workers ? initial_workers(pool) : 0;
+      report_.workers_started += n;
+      report_.pools.push_back({pool.service, options_.workers ? pool.model : "(another process)", n});
     }
     report_.autoscale.enabled = config_.autoscale.enabled;
     report_.autoscale.policy = config_.autoscale;
@@ -182,6 +183,7 @@ class Supervisor {
     start_ = Clock::now();
     start_us_ = now_us();
     start_actors();
+    if (options_.on_started) options_.on_started();
     loop();
     stop_actors();
     sink_.finish(report_, start_us_, config_.run.report_interval_ms);
@@ -203,13 +205,13 @@ class Supervisor {
         link(ctx, p, ends, idle_ms, seed);
       });
     }
-    start_broker();
+    if (options_.broker) start_broker();
     std::map<std::string, int> sizes;
-    for (const auto& pool : pools_) {
+    for (const auto& pool : options_.workers ? pools_ : std::vector<PoolConfig>{}) {
       sizes[pool.service] = initial_workers(pool);
       for (int k = 0; k < initial_workers(pool); ++k) start_worker(pool);
     }
-    if (config_.autoscale.enabled) {
+    if (config_.autoscale.enabled && options_.workers) {
       const Config c = config_;
       controller_ = std::make_unique<Actor>(ctx_, "controller", [c, sizes](zmq::context_t& ctx, zmq::socket_ref p) {
         controller(ctx, p, c, sizes);
@@ -217,6 +219,7 @@ class Supervisor {
     }
     const long per = config_.run.requests / config_.run.clients,
                extra = config_.run.requests % config_.run.clients;
+    if (!options_.clients) return;
     for (int i = 0; i < config_.run.clients; ++i) start_client(per + (i < extra ? 1 : 0), config_.run.duration_s);
   }
 
@@ -309,7 +312,7 @@ class Supervisor {
     const milliseconds interval(config_.run.report_interval_ms), refresh(config_.run.progress_ms);
     auto row_at = start_ + interval;
     auto progress_at = start_ + refresh;
-    while (running_clients() > 0 && !report_.interrupted) {
+    while ((running_clients() > 0 || !options_.clients) && !report_.interrupted) {
       std::vector<zmq::pollitem_t> items;
       const auto index = client_poll_items(items);
       const std::size_t first_worker = items.size();

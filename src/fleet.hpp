@@ -8,6 +8,8 @@
 // the report with the time the fault ended, from which the report measures recovery.
 #pragma once
 
+#include <functional>
+
 #include "config.hpp"
 #include "report.hpp"
 #include "scenario.hpp"
@@ -18,6 +20,11 @@ struct FleetOptions {
   bool progress = false;  // draw a live one-line progress display on stderr
   bool announce = false;  // print each scenario event on stderr as it happens
   const Scenario* scenario = nullptr;  // settled (settle_scenario); null: no faults, no changes
+  // The actors this process runs: every kind (zyolo run), or one kind, for a fleet spread over
+  // processes (zyolo broker / workers / clients; the controller goes with the workers). Without
+  // clients the run lasts until SIGINT or SIGTERM, which is then its normal end.
+  bool broker = true, workers = true, clients = true;
+  std::function<void()> on_started;  // called once every actor has started
 };
 
 // Blocks SIGINT and SIGTERM in the calling thread. Call it before any thread starts (ours,

@@ -12,12 +12,12 @@
 
 namespace zyolo_test {
 
-// Runs `zyolo run ARGS --quiet`, requires exit 0 (nothing lost, delivered twice, mismatched or
-// misrouted) and returns its JSON report.
+// Runs `zyolo ARGS --quiet` (`run ...` or `clients ...`), requires exit 0 (nothing lost,
+// delivered twice, mismatched or misrouted) and returns its JSON report.
 inline nlohmann::json run_report(const std::string& args) {
   const std::string report = "/tmp/zyolo-test-report-" + std::to_string(::getpid()) + ".json";
-  auto r = zyolo("run " + args + " --quiet --report " + report);
-  INFO("zyolo run ", args, "\n", r.out, r.err);
+  auto r = zyolo(args + " --quiet --report " + report);
+  INFO("zyolo ", args, "\n", r.out, r.err);
   REQUIRE(r.code == 0);
   auto j = nlohmann::json::parse(slurp(report));
   std::remove(report.c_str());
@@ -26,7 +26,7 @@ inline nlohmann::json run_report(const std::string& args) {
 
 // Runs `zyolo run --scenario NAME --model none ARGS` and returns its JSON report.
 inline nlohmann::json run_scenario(const std::string& name, const std::string& args = "") {
-  return run_report("--scenario " + name + " --model none " + args);
+  return run_report("run --scenario " + name + " --model none " + args);
 }
 
 // What every scenario must end with: every request ended once, and answered unless `errors`.

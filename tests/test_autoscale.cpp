@@ -25,7 +25,7 @@ namespace {
 // p99 latency of 12 clients on a fixed fleet of 12 echo workers at 20 ms: the load of the
 // scenarios' hold, served by the fleet the controller should build for it.
 double fixed_fleet_p99() {
-  auto j = zyolo_test::run_report("--clients 12 --workers 12 --model none --service-ms 20 --duration 4");
+  auto j = zyolo_test::run_report("run --clients 12 --workers 12 --model none --service-ms 20 --duration 4");
   return j["latency_ms"]["p99"].get<double>();
 }
 
@@ -144,7 +144,7 @@ at = 1.5
 do = "set-clients"
 count = 3
 )");
-  auto j = zyolo_test::run_report("--scenario " + scenario.path + " --model " + model);
+  auto j = zyolo_test::run_report("run --scenario " + scenario.path + " --model " + model);
   check_nothing_lost(j);
   const auto& a = j["autoscale"];
   INFO(a.dump());

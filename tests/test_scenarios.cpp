@@ -189,7 +189,7 @@ TEST_CASE("chaos is reproducible from its seed, and another seed plays other fau
 }
 
 TEST_CASE("flags beside --scenario override the file's values") {
-  auto j = zyolo_test::run_report("--scenario basic --clients 2 --workers 3 --duration 1.5 --service-ms 0.5");
+  auto j = zyolo_test::run_report("run --scenario basic --clients 2 --workers 3 --duration 1.5 --service-ms 0.5");
   CHECK(j["run"]["clients"] == 2);
   CHECK(j["run"]["workers"] == 3);
   CHECK(j["run"]["scenario"] == "basic");

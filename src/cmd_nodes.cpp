@@ -1,0 +1,206 @@
+// `zyolo broker`, `zyolo workers`, `zyolo clients`: the actors of `zyolo run`, one kind per
+// process, each under its own supervisor (src/fleet.cpp) and its own context, talking over tcp or
+// ipc. The same actor code runs; only the endpoints differ. Broker and workers run until SIGINT
+// or SIGTERM (then their actors stop cleanly: workers leave by the DISCONNECT handshake); clients
+// run until every request has ended and write the same report as `zyolo run`.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+
+#include "cli.hpp"
+#include "commands.hpp"
+#include "config.hpp"
+#include "fleet.hpp"
+#include "images.hpp"
+
+namespace zyolo {
+namespace {
+
+struct NodeFlags {
+  std::string config_file, frontend, backend, control, connect, report_file, model, images;
+  int workers = 0, clients = 0, min_workers = 0, max_workers = 0;
+  long requests = 0;
+  double duration = 0, service_ms = 0;
+  bool autoscale = false, quiet = false;
+  DetectorFlags detector;
+};
+
+// The transport of an endpoint given on the command line.
+std::string transport_of(const std::string& endpoint, const char* flag) {
+  if (endpoint.starts_with("tcp://")) return "tcp";
+  if (endpoint.starts_with("ipc://")) return "ipc";
+  throw ConfigError(fmt::format(
+      "{} {}: processes reach each other over tcp:// or ipc:// (inproc works only inside one)",
+      flag, endpoint));
+}
+
+// The defaults, --config, and the endpoint flags. The run's transport is the endpoints' (tcp when
+// none is given: the config's tcp_* endpoints).
+Config node_config(const CLI::App& cmd, const NodeFlags& f) {
+  Config config = default_config();
+  if (!f.config_file.empty()) apply_toml_file(config, f.config_file);
+  std::string transport;
+  auto take = [&](const char* flag, const std::string& endpoint, std::string EndpointConfig::*tcp,
+                  std::string EndpointConfig::*ipc) {
+    if (cmd.get_option_no_throw(flag) == nullptr || !cmd.count(flag)) return;  // not its flag, or not given
+    const std::string t = transport_of(endpoint, flag);
+    if (!transport.empty() && t != transport)
+      throw ConfigError(fmt::format("{} {}: all endpoints must be tcp:// or all ipc://", flag, endpoint));
+    transport = t;
+    config.endpoints.*(t == "tcp" ? tcp : ipc) = endpoint;
+  };
+  const bool clients = cmd.get_name() == "clients";
+  take("--frontend", f.frontend, &EndpointConfig::tcp_frontend, &EndpointConfig::ipc_frontend);
+  take("--backend", f.backend, &EndpointConfig::tcp_backend, &EndpointConfig::ipc_backend);
+  take("--control", f.control, &EndpointConfig::tcp_control, &EndpointConfig::ipc_control);
+  if (clients)
+    take("--connect", f.connect, &EndpointConfig::tcp_frontend, &EndpointConfig::ipc_frontend);
+  else
+    take("--connect", f.connect, &EndpointConfig::tcp_backend, &EndpointConfig::ipc_backend);
+  config.run.transport = transport.empty() ? "tcp" : transport;
+  return config;
+}
+
+void add_common_flags(CLI::App& cmd, NodeFlags& f) {
+  cmd.add_option("--config", f.config_file, "A TOML file overlaying config/default.toml");
+  cmd.add_flag("--quiet", f.quiet, "No progress line, no 'ready' line");
+}
+
+// Says on stdout, once the actors are up, where they are; scripts and tests wait for this line.
+std::function<void()> say_ready(const std::string& what, bool quiet) {
+  return [what, quiet] {
+    if (quiet) return;
+    fmt::print("zyolo {}: ready\n", what);
+    std::fflush(stdout);
+  };
+}
+
+int broker_command(const CLI::App& cmd, const NodeFlags& f) {
+  block_stop_signals();
+  Config config = node_config(cmd, f);
+  validate(config);
+  const std::string where = fmt::format("frontend {} backend {} control {}", config.frontend(),
+                                        config.backend(), config.control());
+  const Report report = run_fleet(config, {.workers = false, .clients = false,
+                                           .on_started = say_ready("broker, " + where, f.quiet)});
+  const auto n = [&](const char* key) { return report.broker.value(key, 0L); };
+  fmt::print("zyolo broker: stopped after {:.1f} s: requests {} replies {} requeued {} expired workers {} "
+             "503 {} malformed {}\n",
+             report.elapsed_s, n("requests"), n("replies"), n("requeued"), n("expired"),
+             n("rejected_busy"), n("malformed"));
+  return kExitOk;
+}
+
+int workers_command(const CLI::App& cmd, const NodeFlags& f) {
+  block_stop_signals();  // first: OpenCV's pool starts threads of its own
+  Config config = node_config(cmd, f);
+  if (cmd.count("--workers")) config.run.workers = f.workers;
+  if (cmd.count("--model")) config.worker.model = f.model;
+  if (cmd.count("--service-ms")) config.worker.service_ms = f.service_ms;
+  apply_detector_flags(config, cmd, f.detector);
+  if (f.autoscale) config.autoscale.enabled = true;
+  if (cmd.count("--min-workers")) config.autoscale.min_workers = f.min_workers;
+  if (cmd.count("--max-workers")) config.autoscale.max_workers = f.max_workers;
+  if ((cmd.count("--min-workers") || cmd.count("--max-workers")) && !config.autoscale.enabled)
+    throw ConfigError("--min-workers and --max-workers need --autoscale (or autoscale.enabled)");
+  validate(config);
+  settle_pool_models(config);
+  const Report report = run_fleet(
+      config, {.broker = false, .clients = false,
+               .on_started = say_ready(fmt::format("workers, {} connected to {}", config.run.workers,
+                                                   config.backend()),
+                                       f.quiet)});
+  std::string served;
+  for (const auto& w : report.workers) served += fmt::format(" {} {}", w.id, w.served);
+  fmt::print("zyolo workers: stopped after {:.1f} s; served:{}\n", report.elapsed_s, served);
+  if (report.autoscale.enabled)
+    fmt::print("zyolo workers: autoscale: {} decisions, {} workers started, {} retired\n",
+               report.autoscale.decisions.size(), report.autoscale.started, report.autoscale.retired);
+  for (const auto& e : report.actor_errors) fmt::print(stderr, "zyolo workers: actor error: {}\n", e);
+  return report.actor_errors.empty() ? kExitOk : kExitUnclean;
+}
+
+int clients_command(const CLI::App& cmd, const NodeFlags& f) {
+  block_stop_signals();
+  Config config = node_config(cmd, f);
+  if (cmd.count("--clients")) config.run.clients = f.clients;
+  if (cmd.count("--requests")) {
+    config.run.requests = f.requests;
+    if (!cmd.count("--duration")) config.run.duration_s = 0;
+  }
+  if (cmd.count("--duration")) {
+    config.run.duration_s = f.duration;
+    if (!cmd.count("--requests")) config.run.requests = 0;
+  }
+  if (cmd.count("--images")) config.client.images = f.images;
+  if (cmd.count("--model")) config.worker.model = f.model;
+  validate(config);
+  // The clients send images when the workers detect, else echo payloads: they go by the model
+  // named here (none: echo), as a client of `zyolo run` does by its pool's model.
+  if (config.worker.model == "auto") config.worker.model = "none";
+  config.pools = config.pools_or_default();
+  if (!config.client.images.empty()) (void)load_images(config.client.images);  // checks it
+  std::ofstream report_out;
+  if (!f.report_file.empty()) {
+    report_out.open(f.report_file);
+    if (!report_out) throw ConfigError(fmt::format("--report {}: cannot write", f.report_file));
+  }
+  const Report report = run_fleet(config, {.progress = !f.quiet && isatty(STDERR_FILENO),
+                                           .broker = false, .workers = false, .on_started = {}});
+  fmt::print("{}", summary_text(report));
+  if (report_out) report_out << to_json(report).dump(2) << "\n";
+  if (report.interrupted) return kExitInterrupted;
+  return report.clean() ? kExitOk : kExitUnclean;
+}
+
+}  // namespace
+
+Subcommand add_broker_command(CLI::App& root) {
+  auto flags = std::make_shared<NodeFlags>();
+  auto& f = *flags;
+  auto* cmd = root.add_subcommand("broker", "Run the broker alone, until SIGINT or SIGTERM (binds its endpoints)");
+  cmd->add_option("--frontend", f.frontend, "Where clients connect: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_frontend)");
+  cmd->add_option("--backend", f.backend, "Where workers connect (endpoints.tcp_backend)");
+  cmd->add_option("--control", f.control, "Where demand is published, for --autoscale workers (endpoints.tcp_control)");
+  add_common_flags(*cmd, f);
+  return {cmd, [cmd, flags] { return broker_command(*cmd, *flags); }};
+}
+
+Subcommand add_workers_command(CLI::App& root) {
+  auto flags = std::make_shared<NodeFlags>();
+  auto& f = *flags;
+  auto* cmd = root.add_subcommand("workers", "Run a pool of workers alone, until SIGINT or SIGTERM");
+  cmd->add_option("--connect", f.connect, "The broker's backend: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_backend)");
+  cmd->add_option("--control", f.control, "The broker's demand, for --autoscale (endpoints.tcp_control)");
+  cmd->add_option("--workers", f.workers, "Worker threads (run.workers)")->check(CLI::Range(1, 10000));
+  cmd->add_option("--model", f.model, "A YOLO model, 'none' for echo workers, or 'auto' (worker.model)");
+  add_detector_flags(*cmd, f.detector);
+  cmd->add_option("--service-ms", f.service_ms, "Simulated service time of echo workers (worker.service_ms)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--autoscale", f.autoscale, "Size the pool from the broker's demand (autoscale.enabled)");
+  cmd->add_option("--min-workers", f.min_workers, "With --autoscale: never fewer (autoscale.min_workers)")
+      ->check(CLI::Range(0, 10000));
+  cmd->add_option("--max-workers", f.max_workers, "With --autoscale: never more (autoscale.max_workers)")
+      ->check(CLI::Range(1, 10000));
+  add_common_flags(*cmd, f);
+  return {cmd, [cmd, flags] { return workers_command(*cmd, *flags); }};
+}
+
+Subcommand add_clients_command(CLI::App& root) {
+  auto flags = std::make_shared<NodeFlags>();
+  auto& f = *flags;
+  auto* cmd = root.add_subcommand("clients", "Run clients alone until every request has ended; report as zyolo run");
+  cmd->add_option("--connect", f.connect, "The broker's frontend: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_frontend)");
+  cmd->add_option("--clients", f.clients, "Client threads (run.clients)")->check(CLI::Range(1, 100000));
+  cmd->add_option("--requests", f.requests, "Requests in all (run.requests)")->check(CLI::Range(1L, 1'000'000'000L));
+  cmd->add_option("--duration", f.duration, "Run for S seconds instead (run.duration_s)")->check(CLI::PositiveNumber);
+  cmd->add_option("--images", f.images, "Send every .jpg/.png of this folder (client.images)");
+  cmd->add_option("--model", f.model, "What the workers run: 'none' (echo payloads, the default) or a model (images)");
+  cmd->add_option("--report", f.report_file, "Write the report as JSON to this file");
+  add_common_flags(*cmd, f);
+  return {cmd, [cmd, flags] { return clients_command(*cmd, *flags); }};
+}
+
+}  // namespace zyolo
