@@ -138,9 +138,9 @@ int clients_command(const CLI::App& cmd, const NodeFlags& f) {
   if (cmd.count("--model")) config.worker.model = f.model;
   validate(config);
   // The clients send images when the workers detect, else echo payloads: they go by the model
-  // named here (none: echo), as a client of `zyolo run` does by its pool's model.
-  if (config.worker.model == "auto") config.worker.model = "none";
-  config.pools = config.pools_or_default();
+  // named here, settled as `zyolo workers` settles it (auto: the first of worker.auto_models
+  // found on this host), as a client of `zyolo run` goes by its pool's model.
+  settle_pool_models(config);
   if (!config.client.images.empty()) (void)load_images(config.client.images);  // checks it
   std::ofstream report_out;
   if (!f.report_file.empty()) {
@@ -197,7 +197,7 @@ Subcommand add_clients_command(CLI::App& root) {
   cmd->add_option("--requests", f.requests, "Requests in all (run.requests)")->check(CLI::Range(1L, 1'000'000'000L));
   cmd->add_option("--duration", f.duration, "Run for S seconds instead (run.duration_s)")->check(CLI::PositiveNumber);
   cmd->add_option("--images", f.images, "Send every .jpg/.png of this folder (client.images)");
-  cmd->add_option("--model", f.model, "What the workers run: 'none' (echo payloads, the default) or a model (images)");
+  cmd->add_option("--model", f.model, "What the workers run: a model (send images), 'none' (echo payloads) or 'auto' (worker.model)");
   cmd->add_option("--report", f.report_file, "Write the report as JSON to this file");
   add_common_flags(*cmd, f);
   return {cmd, [cmd, flags] { return clients_command(*cmd, *flags); }};

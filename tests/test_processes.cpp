@@ -112,7 +112,7 @@ TEST_CASE("broker, workers and clients as three processes over tcp: everything a
   REQUIRE(broker.wait_for("ready", 20s));
   Process workers({"workers", "--connect", ep.backend, "--workers", "2", "--model", "none"});
   REQUIRE(workers.wait_for("ready", 20s));
-  auto j = zyolo_test::run_report("clients --connect " + ep.frontend + " --clients 4 --requests 300");
+  auto j = zyolo_test::run_report("clients --connect " + ep.frontend + " --model none --clients 4 --requests 300");
   zyolo_test::check_nothing_lost(j);
   CHECK(j["requests"]["answered"] == 300);
   CHECK(j["run"]["transport"] == "tcp");
@@ -132,7 +132,7 @@ TEST_CASE("a worker-pool process sized by its own controller from the broker's d
   Process workers({"workers", "--connect", ep.backend, "--control", ep.control, "--autoscale",
                    "--workers", "1", "--max-workers", "8", "--model", "none", "--service-ms", "20"});
   REQUIRE(workers.wait_for("ready", 20s));
-  auto j = zyolo_test::run_report("clients --connect " + ep.frontend + " --clients 6 --duration 4");
+  auto j = zyolo_test::run_report("clients --connect " + ep.frontend + " --model none --clients 6 --duration 4");
   zyolo_test::check_nothing_lost(j);
   workers.signal(SIGTERM);
   CHECK(workers.wait() == 0);
@@ -152,7 +152,7 @@ TEST_CASE("the broker killed with SIGKILL mid-run and started again: nothing los
   Process workers({"workers", "--connect", ep.backend, "--workers", "2", "--model", "none"});
   REQUIRE(workers.wait_for("ready", 20s));
   const std::string report = "/tmp/zyolo-test-processes-" + std::to_string(::getpid()) + ".json";
-  Process clients({"clients", "--connect", ep.frontend, "--clients", "4", "--duration", "7",
+  Process clients({"clients", "--connect", ep.frontend, "--model", "none", "--clients", "4", "--duration", "7",
                    "--quiet", "--report", report});
   // The fault's timing, not synchronisation: the clients are well into their run at 1.5 s.
   std::this_thread::sleep_for(1500ms);
