@@ -38,6 +38,7 @@ Config make_config(const std::string& transport) {
   c.run.transport = transport;
   c.endpoints.tcp_frontend = "tcp://127.0.0.1:" + std::to_string(free_port());
   c.endpoints.tcp_backend = "tcp://127.0.0.1:" + std::to_string(free_port());
+  c.endpoints.tcp_control = "tcp://127.0.0.1:" + std::to_string(free_port());
   c.worker.model = "none";
   c.worker.service_ms = 0;
   c.broker.max_message_bytes = kMaxBytes;

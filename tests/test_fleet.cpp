@@ -113,8 +113,10 @@ TEST_CASE("the same fleet runs unchanged over ipc and tcp") {
     const std::string tag = std::to_string(::getpid());
     c.endpoints.ipc_frontend = "ipc:///tmp/zyolo-test-" + tag + "-f.ipc";
     c.endpoints.ipc_backend = "ipc:///tmp/zyolo-test-" + tag + "-b.ipc";
+    c.endpoints.ipc_control = "ipc:///tmp/zyolo-test-" + tag + "-c.ipc";
     c.endpoints.tcp_frontend = "tcp://127.0.0.1:" + std::to_string(free_port());
     c.endpoints.tcp_backend = "tcp://127.0.0.1:" + std::to_string(free_port());
+    c.endpoints.tcp_control = "tcp://127.0.0.1:" + std::to_string(free_port());
     validate(c);
     Report r = run_fleet(c);
     CHECK(r.transport == transport);
