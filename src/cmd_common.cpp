@@ -39,6 +39,32 @@ void add_detector_flags(CLI::App& command, DetectorFlags& f) {
       ->check(CLI::Range(0, 256));
 }
 
+namespace {
+bool given(const CLI::App& command, const char* flag) {
+  return command.get_option_no_throw(flag) != nullptr && command.count(flag) > 0;
+}
+}  // namespace
+
+void apply_run_length_flags(Config& config, const CLI::App& command, long requests, double duration) {
+  if (given(command, "--requests")) {
+    config.run.requests = requests;
+    if (!given(command, "--duration")) config.run.duration_s = 0;
+  }
+  if (given(command, "--duration")) {
+    config.run.duration_s = duration;
+    if (!given(command, "--requests")) config.run.requests = 0;
+  }
+}
+
+void apply_autoscale_flags(Config& config, const CLI::App& command, bool autoscale, int min_workers,
+                           int max_workers) {
+  if (autoscale) config.autoscale.enabled = true;
+  if (given(command, "--min-workers")) config.autoscale.min_workers = min_workers;
+  if (given(command, "--max-workers")) config.autoscale.max_workers = max_workers;
+  if ((given(command, "--min-workers") || given(command, "--max-workers")) && !config.autoscale.enabled)
+    throw ConfigError("--min-workers and --max-workers need --autoscale (or autoscale.enabled)");
+}
+
 void settle_pool_models(Config& config) {
   config.pools = config.pools_or_default();
   for (auto& pool : config.pools) {

@@ -100,11 +100,7 @@ int workers_command(const CLI::App& cmd, const NodeFlags& f) {
   if (cmd.count("--model")) config.worker.model = f.model;
   if (cmd.count("--service-ms")) config.worker.service_ms = f.service_ms;
   apply_detector_flags(config, cmd, f.detector);
-  if (f.autoscale) config.autoscale.enabled = true;
-  if (cmd.count("--min-workers")) config.autoscale.min_workers = f.min_workers;
-  if (cmd.count("--max-workers")) config.autoscale.max_workers = f.max_workers;
-  if ((cmd.count("--min-workers") || cmd.count("--max-workers")) && !config.autoscale.enabled)
-    throw ConfigError("--min-workers and --max-workers need --autoscale (or autoscale.enabled)");
+  apply_autoscale_flags(config, cmd, f.autoscale, f.min_workers, f.max_workers);
   validate(config);
   settle_pool_models(config);
   const Report report = run_fleet(
@@ -126,14 +122,7 @@ int clients_command(const CLI::App& cmd, const NodeFlags& f) {
   block_stop_signals();
   Config config = node_config(cmd, f);
   if (cmd.count("--clients")) config.run.clients = f.clients;
-  if (cmd.count("--requests")) {
-    config.run.requests = f.requests;
-    if (!cmd.count("--duration")) config.run.duration_s = 0;
-  }
-  if (cmd.count("--duration")) {
-    config.run.duration_s = f.duration;
-    if (!cmd.count("--requests")) config.run.requests = 0;
-  }
+  apply_run_length_flags(config, cmd, f.requests, f.duration);
   if (cmd.count("--images")) config.client.images = f.images;
   if (cmd.count("--model")) config.worker.model = f.model;
   validate(config);

@@ -36,18 +36,9 @@ void apply_flags(Config& config, const CLI::App& run, const RunFlags& f) {
   auto given = [&](const char* name) { return run.count(name) > 0; };
   if (given("--clients")) config.run.clients = f.clients;
   if (given("--workers")) config.run.workers = f.workers;
-  if (given("--requests")) {
-    config.run.requests = f.requests;
-    if (!given("--duration")) config.run.duration_s = 0;
-  }
-  if (given("--duration")) {
-    config.run.duration_s = f.duration;
-    if (!given("--requests")) config.run.requests = 0;
-  }
+  apply_run_length_flags(config, run, f.requests, f.duration);
   if (given("--transport")) config.run.transport = f.transport;
-  if (given("--autoscale")) config.autoscale.enabled = true;
-  if (given("--min-workers")) config.autoscale.min_workers = f.min_workers;
-  if (given("--max-workers")) config.autoscale.max_workers = f.max_workers;
+  apply_autoscale_flags(config, run, f.autoscale, f.min_workers, f.max_workers);
   if (given("--model")) config.worker.model = f.model;
   if (given("--service-ms")) config.worker.service_ms = f.service_ms;
   apply_detector_flags(config, run, f.detector);
@@ -63,8 +54,6 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   if (!flags.scenario.empty()) scenario = load_scenario(flags.scenario, config);
   else if (run.count("--seed")) throw ConfigError("--seed needs --scenario");
   apply_flags(config, run, flags);
-  if ((run.count("--min-workers") || run.count("--max-workers")) && !config.autoscale.enabled)
-    throw ConfigError("--min-workers and --max-workers need --autoscale (or autoscale.enabled)");
   validate(config);
   if (scenario)
     settle_scenario(*scenario, config, run.count("--seed") ? std::optional(flags.seed) : std::nullopt);

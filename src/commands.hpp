@@ -25,6 +25,13 @@ void add_detector_flags(CLI::App& command, DetectorFlags& flags);
 struct Config;
 void apply_detector_flags(Config& config, const CLI::App& command, const DetectorFlags& flags);
 
+// Overrides run.requests / run.duration_s with --requests / --duration when given (one switches
+// the other off), and autoscale.* with --autoscale, --min-workers, --max-workers (the bounds
+// need the controller: a ConfigError otherwise). Flags the command lacks count as not given.
+void apply_run_length_flags(Config& config, const CLI::App& command, long requests, double duration);
+void apply_autoscale_flags(Config& config, const CLI::App& command, bool autoscale, int min_workers,
+                           int max_workers);
+
 // Settles each pool's model (config.pools is filled in): a path or "none", never "auto", so errors
 // come before any thread starts; and sets OpenCV's one thread pool to worker.cv_threads.
 void settle_pool_models(Config& config);
