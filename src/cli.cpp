@@ -15,7 +15,8 @@ int cli_main(int argc, char** argv) {
   app.set_version_flag("--version", "zyolo 0.1.0");
   const Subcommand commands[] = {add_run_command(app),     add_broker_command(app),
                                  add_workers_command(app),  add_clients_command(app),
-                                 add_detect_command(app),   add_scenarios_command(app)};
+                                 add_keygen_command(app),   add_detect_command(app),
+                                 add_scenarios_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

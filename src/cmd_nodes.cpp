@@ -12,6 +12,7 @@
 #include "cli.hpp"
 #include "commands.hpp"
 #include "config.hpp"
+#include "curve.hpp"
 #include "fleet.hpp"
 #include "images.hpp"
 
@@ -20,6 +21,7 @@ namespace {
 
 struct NodeFlags {
   std::string config_file, frontend, backend, control, connect, report_file, model, images;
+  std::string curve, server_key, allow;
   int workers = 0, clients = 0, min_workers = 0, max_workers = 0;
   long requests = 0;
   double duration = 0, service_ms = 0;
@@ -60,12 +62,29 @@ Config node_config(const CLI::App& cmd, const NodeFlags& f) {
   else
     take("--connect", f.connect, &EndpointConfig::tcp_backend, &EndpointConfig::ipc_backend);
   config.run.transport = transport.empty() ? "tcp" : transport;
+  auto given = [&](const char* flag) { return cmd.get_option_no_throw(flag) != nullptr && cmd.count(flag) > 0; };
+  if (given("--curve")) config.curve.key = f.curve;
+  if (given("--server-key")) config.curve.server_key = f.server_key;
+  if (given("--allow")) config.curve.allow = f.allow;
   return config;
+}
+
+// Validates the whole configuration, then loads the CURVE keys it names (config [curve]).
+void settle_node(Config& config, CurveRole role) {
+  validate(config);
+  settle_curve(config, role);
 }
 
 void add_common_flags(CLI::App& cmd, NodeFlags& f) {
   cmd.add_option("--config", f.config_file, "A TOML file overlaying config/default.toml");
+  cmd.add_option("--curve", f.curve,
+                 "Encrypt and authenticate with CURVE, with this key pair (a NAME.key of 'zyolo keygen'; curve.key)");
   cmd.add_flag("--quiet", f.quiet, "No progress line, no 'ready' line");
+}
+
+void add_server_key_flag(CLI::App& cmd, NodeFlags& f) {
+  cmd.add_option("--server-key", f.server_key,
+                 "With --curve: the broker's public key (its NAME.pub; curve.server_key)");
 }
 
 // Says on stdout, once the actors are up, where they are; scripts and tests wait for this line.
@@ -80,7 +99,7 @@ std::function<void()> say_ready(const std::string& what, bool quiet) {
 int broker_command(const CLI::App& cmd, const NodeFlags& f) {
   block_stop_signals();
   Config config = node_config(cmd, f);
-  validate(config);
+  settle_node(config, CurveRole::Broker);
   const std::string where = fmt::format("frontend {} backend {} control {}", config.frontend(),
                                         config.backend(), config.control());
   const Report report = run_fleet(config, {.workers = false, .clients = false,
@@ -90,6 +109,13 @@ int broker_command(const CLI::App& cmd, const NodeFlags& f) {
              "503 {} malformed {}\n",
              report.elapsed_s, n("requests"), n("replies"), n("requeued"), n("expired"),
              n("rejected_busy"), n("malformed"));
+  if (report.broker.contains("curve")) {
+    const auto& c = report.broker["curve"];
+    fmt::print("zyolo broker: curve: {} keys allowed; connections accepted {} refused {}\n",
+               c.value("allowed_keys", 0L), c.value("accepted", 0L), c.value("refused", 0L));
+    for (const auto& key : c.value("refused_keys", std::vector<std::string>{}))
+      fmt::print("zyolo broker: curve: refused public key {}\n", key);
+  }
   return kExitOk;
 }
 
@@ -101,7 +127,7 @@ int workers_command(const CLI::App& cmd, const NodeFlags& f) {
   if (cmd.count("--service-ms")) config.worker.service_ms = f.service_ms;
   apply_detector_flags(config, cmd, f.detector);
   apply_autoscale_flags(config, cmd, f.autoscale, f.min_workers, f.max_workers);
-  validate(config);
+  settle_node(config, CurveRole::Peer);
   settle_pool_models(config);
   const Report report = run_fleet(
       config, {.broker = false, .clients = false,
@@ -125,7 +151,7 @@ int clients_command(const CLI::App& cmd, const NodeFlags& f) {
   apply_run_length_flags(config, cmd, f.requests, f.duration);
   if (cmd.count("--images")) config.client.images = f.images;
   if (cmd.count("--model")) config.worker.model = f.model;
-  validate(config);
+  settle_node(config, CurveRole::Peer);
   // The clients send images when the workers detect, else echo payloads: they go by the model
   // named here, settled as `zyolo workers` settles it (auto: the first of worker.auto_models
   // found on this host), as a client of `zyolo run` goes by its pool's model.
@@ -153,6 +179,8 @@ Subcommand add_broker_command(CLI::App& root) {
   cmd->add_option("--frontend", f.frontend, "Where clients connect: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_frontend)");
   cmd->add_option("--backend", f.backend, "Where workers connect (endpoints.tcp_backend)");
   cmd->add_option("--control", f.control, "Where demand is published, for --autoscale workers (endpoints.tcp_control)");
+  cmd->add_option("--allow", f.allow,
+                  "With --curve: a folder of the public keys (*.pub) of the clients and workers let in (curve.allow)");
   add_common_flags(*cmd, f);
   return {cmd, [cmd, flags] { return broker_command(*cmd, *flags); }};
 }
@@ -173,6 +201,7 @@ Subcommand add_workers_command(CLI::App& root) {
       ->check(CLI::Range(0, 10000));
   cmd->add_option("--max-workers", f.max_workers, "With --autoscale: never more (autoscale.max_workers)")
       ->check(CLI::Range(1, 10000));
+  add_server_key_flag(*cmd, f);
   add_common_flags(*cmd, f);
   return {cmd, [cmd, flags] { return workers_command(*cmd, *flags); }};
 }
@@ -188,6 +217,7 @@ Subcommand add_clients_command(CLI::App& root) {
   cmd->add_option("--images", f.images, "Send every .jpg/.png of this folder (client.images)");
   cmd->add_option("--model", f.model, "What the workers run: a model (send images), 'none' (echo payloads) or 'auto' (worker.model)");
   cmd->add_option("--report", f.report_file, "Write the report as JSON to this file");
+  add_server_key_flag(*cmd, f);
   add_common_flags(*cmd, f);
   return {cmd, [cmd, flags] { return clients_command(*cmd, *flags); }};
 }

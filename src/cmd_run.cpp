@@ -10,6 +10,7 @@
 #include "cli.hpp"
 #include "commands.hpp"
 #include "config.hpp"
+#include "curve.hpp"
 #include "fleet.hpp"
 #include "images.hpp"
 #include "plot.hpp"
@@ -55,6 +56,7 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   else if (run.count("--seed")) throw ConfigError("--seed needs --scenario");
   apply_flags(config, run, flags);
   validate(config);
+  settle_curve(config, CurveRole::None);
   if (scenario)
     settle_scenario(*scenario, config, run.count("--seed") ? std::optional(flags.seed) : std::nullopt);
   if (!flags.plot_file.empty()) {

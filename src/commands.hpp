@@ -41,6 +41,7 @@ Subcommand add_run_command(CLI::App& root);     // src/cmd_run.cpp: zyolo run
 Subcommand add_broker_command(CLI::App& root);   // zyolo broker
 Subcommand add_workers_command(CLI::App& root);  // zyolo workers
 Subcommand add_clients_command(CLI::App& root);  // zyolo clients
+Subcommand add_keygen_command(CLI::App& root);   // src/cmd_keygen.cpp: zyolo keygen (CURVE keys)
 Subcommand add_detect_command(CLI::App& root);  // src/cmd_detect.cpp: zyolo detect
 Subcommand add_scenarios_command(CLI::App& root);  // src/cmd_run.cpp: zyolo scenarios
 

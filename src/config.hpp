@@ -54,6 +54,18 @@ struct SocketConfig {
   int heartbeat_ivl_ms = 0, heartbeat_timeout_ms = 0;
 };
 
+// [curve]: CURVE security (RFC 26) between the processes of a fleet (zyolo broker, workers and
+// clients over tcp or ipc; src/curve.hpp). Off while `key` is "".
+struct CurveConfig {
+  std::string key;         // this process's key-pair file (`zyolo keygen NAME` writes NAME.key)
+  std::string server_key;  // workers and clients: the broker's public-key file (NAME.pub)
+  std::string allow;       // the broker: a folder of the public keys (*.pub) it lets in
+  // Filled in from those files by settle_curve (Z85 text, 40 characters each).
+  std::string public_key, secret_key, server_public_key;
+  std::vector<std::string> allowed;
+  bool enabled() const { return !key.empty(); }
+};
+
 struct WorkerConfig {
   std::string model;        // a path, "none" or "auto"
   std::string auto_models;  // ':'-separated candidates for "auto"
@@ -90,6 +102,7 @@ struct Config {
   ClientConfig client;
   AutoscaleConfig autoscale;
   SocketConfig sockets;
+  CurveConfig curve;
   // [[pools]]: several worker pools in one fleet. Empty: one pool of run.workers workers serving
   // run.service with worker.model. Clients spread over the pools' services round-robin.
   std::vector<PoolConfig> pools;

@@ -205,6 +205,12 @@ class Supervisor {
         link(ctx, p, ends, idle_ms, seed);
       });
     }
+    if (options_.broker && config_.curve.enabled()) {  // the doorman first: see threads/zap.cpp
+      const std::vector<std::string> allowed = config_.curve.allowed;
+      zap_ = std::make_unique<Actor>(ctx_, "zap", [allowed](zmq::context_t& ctx, zmq::socket_ref p) {
+        zap_handler(ctx, p, allowed);
+      });
+    }
     if (options_.broker) start_broker();
     std::map<std::string, int> sizes;
     for (const auto& pool : options_.workers ? pools_ : std::vector<PoolConfig>{}) {
@@ -688,6 +694,10 @@ class Supervisor {
     if (broker_) stop_broker();
     report_.broker = broker_totals_;
     if (broker_incarnations_ > 1) report_.broker["incarnations"] = broker_incarnations_;
+    if (zap_) {  // last: it vetted the broker's peers until the broker closed
+      if (auto s = ask_stats(*zap_, milliseconds(2000))) report_.broker["curve"] = *s;
+      zap_.reset();
+    }
     if (link_) {
       if (auto s = ask_stats(*link_, milliseconds(2000))) report_.link = *s;
       link_.reset();
@@ -720,7 +730,7 @@ class Supervisor {
   PoolConfig last_crashed_pool_;
   SignalFd signals_;  // before the context: ZeroMQ's own threads inherit the mask too
   zmq::context_t ctx_ = make_context();
-  std::unique_ptr<Actor> link_, broker_, controller_;
+  std::unique_ptr<Actor> link_, zap_, broker_, controller_;
   std::map<std::string, nlohmann::json> scale_;  // the controller's last evaluation per service
   std::vector<WorkerSlot> workers_;
   std::vector<ClientSlot> clients_;

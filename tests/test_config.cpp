@@ -160,7 +160,7 @@ max_message_bytes = 65536
   validate(c);
   zmq::context_t ctx;
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  apply_socket_options(s, c);
+  apply_socket_options(s, c, Side::Connects);
   CHECK(s.get(zmq::sockopt::linger) == 250);
   CHECK(s.get(zmq::sockopt::sndhwm) == 77);
   CHECK(s.get(zmq::sockopt::rcvhwm) == 88);

@@ -1,14 +1,9 @@
-// The fleet as separate OS processes over tcp on loopback, as a user starts it in three terminals:
-// `zyolo broker`, `zyolo workers`, `zyolo clients`. Everything is answered; then the broker is
+// The fleet as separate OS processes over tcp on loopback (and ipc), as a user starts it in three
+// terminals: `zyolo broker`, `zyolo workers`, `zyolo clients`. Everything is answered; then the broker is
 // killed with SIGKILL mid-run and started again on the same endpoints, and the clients still end
 // with nothing lost and nothing delivered twice. Broker and workers stop cleanly on SIGTERM.
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -16,83 +11,15 @@
 #include <thread>
 #include <vector>
 
+#include "process.hpp"
 #include "run_binary.hpp"
 #include "scenario_runs.hpp"
 #include "sockets.hpp"
 
-extern char** environ;
-
 namespace {
 
 using namespace std::chrono_literals;
-
-// A zyolo process whose stdout the test reads line by line; killed (SIGKILL) if still running
-// when it goes out of scope.
-class Process {
- public:
-  explicit Process(const std::vector<std::string>& args) {
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    std::vector<std::string> all = {ZYOLO_BINARY};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, ZYOLO_BINARY, &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(fds[1]);
-    out_ = fds[0];
-    REQUIRE(rc == 0);
-  }
-  ~Process() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    ::close(out_);
-  }
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  // Reads stdout until a line holds `text` (true) or `timeout` passes or stdout closes (false).
-  bool wait_for(const std::string& text, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!zyolo_test::has(seen_, text)) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left <= 0ms) return false;
-      pollfd p{out_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      char buffer[4096];
-      const auto n = ::read(out_, buffer, sizeof buffer);
-      if (n <= 0) return false;
-      seen_.append(buffer, static_cast<std::size_t>(n));
-    }
-    return true;
-  }
-
-  void signal(int sig) { REQUIRE(::kill(pid_, sig) == 0); }
-
-  // Waits for the process to end and reads the rest of its stdout; its exit code, or 128 + the
-  // signal that ended it.
-  int wait() {
-    int status = 0;
-    REQUIRE(::waitpid(pid_, &status, 0) == pid_);
-    pid_ = -1;
-    char buffer[4096];
-    for (ssize_t n; (n = ::read(out_, buffer, sizeof buffer)) > 0;) seen_.append(buffer, static_cast<std::size_t>(n));
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
-  const std::string& output() const { return seen_; }
-
- private:
-  pid_t pid_ = -1;
-  int out_ = -1;
-  std::string seen_;
-};
+using zyolo_test::Process;
 
 // Three free loopback ports: the broker's frontend, backend and control endpoints.
 struct Endpoints {
@@ -123,6 +50,24 @@ TEST_CASE("broker, workers and clients as three processes over tcp: everything a
   CHECK(broker.wait() == 0);
   INFO(broker.output());
   CHECK(zyolo_test::has(broker.output(), "replies 300"));
+}
+
+TEST_CASE("the same three processes over ipc") {
+  const std::string base = "ipc:///tmp/zyolo-test-processes-" + std::to_string(::getpid());
+  const std::string frontend = base + "-frontend.ipc", backend = base + "-backend.ipc";
+  Process broker({"broker", "--frontend", frontend, "--backend", backend, "--control", base + "-control.ipc"});
+  REQUIRE(broker.wait_for("ready", 20s));
+  Process workers({"workers", "--connect", backend, "--workers", "2", "--model", "none"});
+  REQUIRE(workers.wait_for("ready", 20s));
+  auto j = zyolo_test::run_report("clients --connect " + frontend + " --model none --clients 3 --requests 200");
+  zyolo_test::check_nothing_lost(j);
+  CHECK(j["requests"]["answered"] == 200);
+  CHECK(j["run"]["transport"] == "ipc");
+  workers.signal(SIGTERM);
+  CHECK(workers.wait() == 0);
+  broker.signal(SIGTERM);
+  CHECK(broker.wait() == 0);
+  CHECK(zyolo_test::has(broker.output(), "replies 200"));
 }
 
 TEST_CASE("a worker-pool process sized by its own controller from the broker's demand over tcp") {

@@ -10,6 +10,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 #include <zmq.hpp>
 
 #include "config.hpp"
@@ -20,6 +21,11 @@ namespace zyolo {
 // service's waiting workers least-recently-used; heartbeats workers and expires silent ones.
 // STATS JSON: workers, idle, queue, requests, replies, rejected_busy, requeued, expired, ...
 void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
+
+// ZAP handler (RFC 27) of a broker with CURVE on: binds inproc://zeromq.zap.01 in `ctx` and lets
+// in the peers whose public key (Z85) is in `allowed`, refusing and counting the rest. Start it
+// before the broker. STATS JSON: allowed_keys, accepted, refused, refused_keys (up to 16, Z85).
+void zap_handler(zmq::context_t& ctx, zmq::socket_ref pipe, const std::vector<std::string>& allowed);
 
 // Actors take a settled model: config.worker.model is a model path or "none", never "auto"
 // (resolve_model in src/models.hpp settles it before any actor starts).

@@ -117,7 +117,7 @@ class Broker {
         max_bytes_(static_cast<std::size_t>(config.broker.max_message_bytes)),
         demand_interval_(config.autoscale.interval_ms),
         client_window_(config.autoscale.client_window_ms) {
-    for (auto* s : {&frontend_, &backend_, &control_}) apply_socket_options(*s, config);
+    for (auto* s : {&frontend_, &backend_, &control_}) apply_socket_options(*s, config, Side::Binds);
     for (auto* s : {&frontend_, &backend_})
       s->set(zmq::sockopt::router_mandatory, true);  // a vanished peer is an error we count
     frontend_.set(zmq::sockopt::router_handover, true);  // a retrying client keeps its routing id

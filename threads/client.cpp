@@ -59,7 +59,7 @@ class Client {
  private:
   void connect() {
     socket_.emplace(ctx_, zmq::socket_type::dealer);
-    apply_socket_options(*socket_, config_);
+    apply_socket_options(*socket_, config_, Side::Connects);
     socket_->set(zmq::sockopt::routing_id, routing_id_);
     socket_->connect(config_.frontend());
   }

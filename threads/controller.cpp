@@ -78,7 +78,7 @@ class Controller {
  private:
   void subscribe() {
     socket_.emplace(ctx_, zmq::socket_type::sub);
-    apply_socket_options(*socket_, config_);
+    apply_socket_options(*socket_, config_, Side::Connects);
     socket_->set(zmq::sockopt::subscribe, "DEMAND");
     socket_->connect(endpoint_);
     heard_at_ = Clock::now();

@@ -101,7 +101,7 @@ class Worker {
   // A new DEALER socket, connected, with READY sent.
   void connect() {
     socket_.emplace(ctx_, zmq::socket_type::dealer);
-    apply_socket_options(*socket_, config_);
+    apply_socket_options(*socket_, config_, Side::Connects);
     socket_->set(zmq::sockopt::routing_id, fmt::format("{}-{:08x}-{}", id_, instance_, ++generation_));
     socket_->connect(config_.backend());
     send(encode_worker_ready(config_.run.service));
