@@ -22,7 +22,7 @@ namespace {
 
 // Flags of `zyolo run`; each one that was given overrides its config key.
 struct RunFlags {
-  std::string config_file, report_file, transport, model, images, save_detections;
+  std::string config_file, report_file, transport, broker, model, images, save_detections;
   std::string scenario, plot_file;
   uint64_t seed = 0;
   int clients = 0, workers = 0, min_workers = 0, max_workers = 0;
@@ -39,6 +39,7 @@ void apply_flags(Config& config, const CLI::App& run, const RunFlags& f) {
   if (given("--workers")) config.run.workers = f.workers;
   apply_run_length_flags(config, run, f.requests, f.duration);
   if (given("--transport")) config.run.transport = f.transport;
+  if (given("--broker")) config.run.broker = f.broker;
   apply_autoscale_flags(config, run, f.autoscale, f.min_workers, f.max_workers);
   if (given("--model")) config.worker.model = f.model;
   if (given("--service-ms")) config.worker.service_ms = f.service_ms;
@@ -119,6 +120,9 @@ Subcommand add_run_command(CLI::App& root) {
                   "Write each answered request's detections as JSON Lines (client.save_detections)");
   run->add_option("--transport", f.transport, "Data-plane transport (run.transport)")
       ->check(CLI::IsMember({"inproc", "ipc", "tcp"}));
+  run->add_option("--broker", f.broker,
+                  "mdp: the load-balancing Majordomo broker; proxy: the shared queue, "
+                  "zmq_proxy_steerable to plain REP workers (run.broker)");
   run->add_option("--config", f.config_file, "A TOML file overlaying config/default.toml");
   run->add_option("--report", f.report_file, "Write the report as JSON to this file");
   run->add_option("--scenario", f.scenario,

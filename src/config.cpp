@@ -78,6 +78,7 @@ std::vector<Key> known_keys() {
       number("run.duration_s", [](Config& c) -> double& { return c.run.duration_s; }, 0, 1e7),
       text("run.service", [](Config& c) -> std::string& { return c.run.service; }),
       text("run.transport", [](Config& c) -> std::string& { return c.run.transport; }),
+      text("run.broker", [](Config& c) -> std::string& { return c.run.broker; }),
       integer<int>("run.report_interval_ms",
                    [](Config& c) -> int& { return c.run.report_interval_ms; }, 10, 3'600'000),
       integer<int>("run.progress_ms", [](Config& c) -> int& { return c.run.progress_ms; }, 10,
@@ -237,6 +238,20 @@ void settle_run_length(Config& config, const toml::table& table) {
   if (duration && !requests) config.run.requests = 0;
 }
 
+// run.broker, and what the shared queue cannot do: it knows no services, measures no demand.
+void validate_broker(const Config& config) {
+  const auto& b = config.run.broker;
+  if (b != "mdp" && b != "proxy")
+    throw ConfigError(fmt::format("run.broker (--broker) must be mdp or proxy, not '{}'", b));
+  if (b != "proxy") return;
+  if (config.autoscale.enabled)
+    throw ConfigError("autoscale.enabled (--autoscale) needs run.broker = mdp: the controller "
+                      "reads the demand the MDP broker measures, and the proxy measures none");
+  if (config.pools.size() > 1)
+    throw ConfigError("several [[pools]] need run.broker = mdp: the proxy does not route by "
+                      "service, it hands each request to the next worker of any pool");
+}
+
 }  // namespace
 
 std::vector<PoolConfig> Config::pools_or_default() const {
@@ -313,6 +328,7 @@ void validate(Config& config) {
   if (t != "inproc" && t != "ipc" && t != "tcp")
     throw ConfigError(
         fmt::format("run.transport (--transport) must be inproc, ipc or tcp, not '{}'", t));
+  validate_broker(config);
   if (config.run.clients < 1) throw ConfigError("run.clients (--clients) must be at least 1");
   if (config.run.workers < 1) throw ConfigError("run.workers (--workers) must be at least 1");
   if (config.run.requests < 1 && config.run.duration_s <= 0)

@@ -16,6 +16,7 @@ struct RunConfig {
   double duration_s = 0;
   std::string service;
   std::string transport;  // inproc | ipc | tcp (resolved: never empty after load)
+  std::string broker;     // mdp (the load-balancing MDP broker) | proxy (the shared queue)
   int report_interval_ms = 0;
   int progress_ms = 0;
 };

@@ -166,6 +166,7 @@ class Supervisor {
   Report run() {
     report_.clients = options_.clients ? config_.run.clients : 0;
     report_.transport = config_.run.transport;
+    report_.broker_kind = config_.run.broker;
     if (scenario_) report_.scenario = scenario_->name;
     for (const auto& pool : pools_) {
       const int n = options_.workers ? initial_workers(pool) : 0;
@@ -249,15 +250,24 @@ class Supervisor {
     return c;
   }
 
-  // Starts a broker on the run's endpoints. After a kill, the old one's endpoints may take a
-  // moment to be released (tcp): a failed bind is tried again for up to 5 s.
+  bool proxy_mode() const { return config_.run.broker == "proxy"; }
+  const char* broker_name() const { return proxy_mode() ? "proxy" : "broker"; }
+
+  // Starts a broker on the run's endpoints: the MDP broker, or the shared queue's proxy
+  // (--broker proxy). After a kill, the old one's endpoints may take a moment to be released
+  // (tcp): a failed bind is tried again for up to 5 s.
   void start_broker() {
     const Config c = config_;
     for (int attempt = 0;; ++attempt) {
       try {
-        broker_ = std::make_unique<Actor>(ctx_, "broker", [c](zmq::context_t& ctx, zmq::socket_ref p) {
-          broker(ctx, p, c);
-        });
+        if (proxy_mode())
+          broker_ = std::make_unique<Actor>(ctx_, "proxy", [c](zmq::context_t& ctx, zmq::socket_ref p) {
+            proxy(ctx, p, c);
+          });
+        else
+          broker_ = std::make_unique<Actor>(ctx_, "broker", [c](zmq::context_t& ctx, zmq::socket_ref p) {
+            broker(ctx, p, c);
+          });
         return;
       } catch (const ActorError&) {
         if (attempt >= 50) throw;
@@ -266,13 +276,17 @@ class Supervisor {
     }
   }
 
-  // Starts a worker of `pool`. With `wait`, returns once it has registered (a scenario's new
-  // worker is there when the event says so); without, at once: the $READY comes to the loop
-  // later, so a model loading does not hold up the supervisor (the controller's workers).
+  // Starts a worker of `pool` (a REP worker with --broker proxy). With `wait`, returns once it
+  // has registered (a scenario's new worker is there when the event says so); without, at once:
+  // the $READY comes to the loop later, so a model loading does not hold up the supervisor (the
+  // controller's workers).
   WorkerSlot& start_worker(const PoolConfig& pool, bool wait = true) {
     const Config wc = for_pool(pool);
     std::string id = fmt::format("w{}", workers_.size());
-    auto body = [wc, id](zmq::context_t& ctx, zmq::socket_ref p) { worker(ctx, p, wc, id); };
+    const bool rep = proxy_mode();
+    auto body = [wc, id, rep](zmq::context_t& ctx, zmq::socket_ref p) {
+      rep ? rep_worker(ctx, p, wc, id) : worker(ctx, p, wc, id);
+    };
     auto actor = wait ? std::make_unique<Actor>(ctx_, "worker-" + id, body)
                       : std::make_unique<Actor>(ctx_, "worker-" + id, body, Actor::NoWait{});
     workers_.push_back({std::move(actor), id, pool, now_s()});
@@ -473,7 +487,7 @@ class Supervisor {
       fault.end_t = t;
       if (e.action == "kill-broker") {
         start_broker();
-        fault.detail += fmt::format("; a new broker started at {:.2f} s", t);
+        fault.detail += fmt::format("; a new {} started at {:.2f} s", broker_name(), t);
       } else {  // crash-worker: a new worker takes the crashed one's place
         const auto& w = start_worker(last_crashed_pool_);
         fault.detail += fmt::format("; {} replaced it at {:.2f} s", w.id, t);
@@ -488,7 +502,7 @@ class Supervisor {
         fault.detail = "the broker was already down";
       } else {
         stop_broker();
-        fault.detail = "broker killed";
+        fault.detail = fmt::format("{} killed", broker_name());
         second_half = e.for_s > 0;
       }
     } else if (e.action == "restart-broker") {
@@ -496,7 +510,7 @@ class Supervisor {
         fault.detail = "the broker was already up";
       } else {
         start_broker();
-        fault.detail = "a new broker";
+        fault.detail = fmt::format("a new {}", broker_name());
         fault.end_t = t;
         for (auto& earlier : report_.events)  // the kill it ends
           if (earlier.kind == "kill-broker" && earlier.end_t < 0) earlier.end_t = t;

@@ -244,6 +244,34 @@ Decoded<WorkerMessage> decode_from_broker(Frames frames) {
   return decode_worker(std::move(frames), 0, false);
 }
 
+Decoded<ClientMessage> decode_rep_request(Frames frames) {
+  if (frames.empty()) return Fault::Empty;
+  frames.insert(frames.begin(), zmq::message_t());  // the delimiter the REP socket took off
+  return decode_client(std::move(frames), 0);
+}
+
+Frames encode_rep_reply(std::string_view service, Frames body) {
+  Frames head;
+  head.push_back(frame(kMdpClient));
+  head.push_back(frame(service));
+  return concat(std::move(head), std::move(body));
+}
+
+Frames encode_proxy_command(ProxyCommand c) {
+  return text_frames({c == ProxyCommand::Terminate ? "TERMINATE" : "STATISTICS"});
+}
+
+Decoded<ProxyStatistics> decode_proxy_statistics(const Frames& frames) {
+  if (frames.size() < 8) return Fault::MissingFrame;
+  if (frames.size() > 8) return Fault::TooManyFrames;
+  uint64_t v[8];
+  for (std::size_t i = 0; i < 8; ++i) {
+    if (frames[i].size() != sizeof(uint64_t)) return Fault::BadEnvelope;
+    std::memcpy(&v[i], frames[i].data(), sizeof(uint64_t));
+  }
+  return ProxyStatistics{{v[0], v[1], v[2], v[3]}, {v[4], v[5], v[6], v[7]}};
+}
+
 Frames encode_app_request(std::string_view id, std::string_view options, zmq::message_t payload) {
   Frames f;
   f.push_back(frame(id));

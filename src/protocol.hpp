@@ -14,6 +14,14 @@
 //                      [""] ["MDPW01"] [0x05 DISCONNECT]
 //   mmi.service        body [service name]  ->  body ["200"] or ["404"]; other mmi.* -> ["501"]
 //
+// Shared queue (--broker proxy, threads/proxy.cpp): the same client frames pass a ROUTER/DEALER
+// proxy to plain REP workers, whose socket strips and restores the envelope (routing id, "").
+//   proxy -> REP worker   ["MDPC01"] [service] [body ...]
+//   REP worker -> proxy   ["MDPC01"] [service] [body ...]
+//   control -> proxy      ["TERMINATE"] | ["STATISTICS"]   (zmq_proxy_steerable; one frame each)
+//   proxy -> control      8 frames of uint64 (host order): frontend messages in, bytes in,
+//                         messages out, bytes out; then the same for the backend
+//
 // zyolo body (inside MDP; see the README for a byte example):
 //   request            [request id] [options] [payload]
 //   reply              [request id] [status: 3 ASCII digits] [result JSON] [payload]
@@ -140,6 +148,28 @@ Frames encode_broker_command(const zmq::message_t& peer, Command c);
 Decoded<WorkerMessage> decode_from_worker(Frames frames);
 // Decodes what a worker's DEALER received.
 Decoded<WorkerMessage> decode_from_broker(Frames frames);
+
+// --- shared queue: REP workers and the proxy's control ---------------------------------------
+
+// Decodes what a REP worker received behind the proxy: [MDPC01][service][body...].
+Decoded<ClientMessage> decode_rep_request(Frames frames);
+// [MDPC01][service][body...], a REP worker's answer (its socket adds the envelope back).
+Frames encode_rep_reply(std::string_view service, Frames body);
+
+// The commands of zmq_proxy_steerable's control socket that zyolo sends. libzmq aborts the
+// process on any other command, so nothing else may ever reach that socket.
+enum class ProxyCommand { Terminate, Statistics };
+Frames encode_proxy_command(ProxyCommand c);
+
+// What zmq_proxy_steerable answers to STATISTICS: messages and bytes each socket forwarded
+// (a multipart message counts once).
+struct ProxyCounters {
+  uint64_t messages_in = 0, bytes_in = 0, messages_out = 0, bytes_out = 0;
+};
+struct ProxyStatistics {
+  ProxyCounters frontend, backend;
+};
+Decoded<ProxyStatistics> decode_proxy_statistics(const Frames& frames);
 
 // --- zyolo application envelope ----------------------------------------------------------------
 

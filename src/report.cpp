@@ -211,7 +211,7 @@ nlohmann::json to_json(const Report& r) {
   return {
       {"run",
        {{"clients", r.clients}, {"workers", r.workers_started}, {"pools", pools},
-        {"transport", r.transport}, {"scenario", r.scenario}, {"elapsed_s", r.elapsed_s},
+        {"transport", r.transport}, {"broker", r.broker_kind}, {"scenario", r.scenario}, {"elapsed_s", r.elapsed_s},
         {"interrupted", r.interrupted}}},
       {"requests",
        {{"sent", r.sent}, {"answered", r.answered}, {"errors", r.errors}, {"lost", r.lost},
@@ -248,8 +248,9 @@ int AutoscaleReport::direction_changes() const {
 
 std::string summary_text(const Report& r) {
   std::string s;
-  s += fmt::format("zyolo run: {} clients, {} workers, transport {}{}{}\n", r.clients,
+  s += fmt::format("zyolo run: {} clients, {} workers, transport {}{}{}{}\n", r.clients,
                    r.workers_started, r.transport,
+                   r.broker_kind.empty() || r.broker_kind == "mdp" ? "" : ", broker " + r.broker_kind,
                    r.scenario.empty() ? "" : ", scenario " + r.scenario,
                    r.interrupted ? " (interrupted)" : "");
   for (const auto& p : r.pools)
@@ -294,7 +295,12 @@ std::string summary_text(const Report& r) {
     }
     s += "\n";
   }
-  if (r.broker.is_object() && !r.broker.empty()) {
+  if (r.broker_kind == "proxy" && r.broker.is_object() && !r.broker.empty()) {
+    auto n = [&](const char* key) { return r.broker.value(key, 0L); };
+    s += fmt::format("  proxy      forwarded {} requests, {} replies (knows no workers: no re-queue, "
+                     "no expiry){}\n", n("requests"), n("replies"),
+                     r.broker.contains("incarnations") ? fmt::format("  restarts {}", n("incarnations") - 1) : "");
+  } else if (r.broker.is_object() && !r.broker.empty()) {
     auto n = [&](const char* key) { return r.broker.value(key, 0L); };
     long late = 0;
     if (r.broker.contains("unknown_worker_commands"))

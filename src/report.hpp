@@ -87,6 +87,7 @@ struct Report {
   // What ran.
   int clients = 0, workers_started = 0;
   std::string transport;
+  std::string broker_kind;        // run.broker: mdp, or proxy (the shared queue)
   std::vector<PoolConfig> pools;  // service, model ("none": echo) and worker count of each
   double elapsed_s = 0;
   bool interrupted = false;

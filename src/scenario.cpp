@@ -271,6 +271,12 @@ void settle_scenario(Scenario& s, const Config& config, std::optional<uint64_t> 
   if (config.run.duration_s <= 0)
     throw ConfigError(fmt::format("scenario {}: a scenario runs for a time; give --duration "
                                   "(or run.duration_s), not --requests", s.name));
+  if (config.run.broker == "proxy" && s.uses_link())
+    throw ConfigError(fmt::format(
+        "scenario {}: partition, drop and delay need run.broker = mdp (--broker mdp): the link "
+        "that plays them (threads/link.cpp) sees a node only once it speaks, and the REP workers "
+        "of --broker proxy never speak first{}",
+        s.name, s.chaos.enabled ? " (a [chaos] table needs a kinds list without them)" : ""));
   if (s.chaos.enabled) {
     auto drawn = draw_chaos(s.chaos, config, s.seed);
     s.events.insert(s.events.end(), drawn.begin(), drawn.end());

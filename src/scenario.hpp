@@ -30,6 +30,10 @@
 //
 // and a [chaos] table instead of (or besides) events: random faults of the kinds it lists, drawn
 // from `seed`, so the same seed gives the same run of faults.
+//
+// With run.broker = proxy the broker events stop and start the proxy and the worker events act on
+// REP workers; partition, drop and delay are refused (settle_scenario says why): the link sees a
+// node only once it speaks, and a REP worker never speaks first.
 #pragma once
 
 #include <cstdint>

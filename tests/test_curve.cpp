@@ -105,22 +105,22 @@ class Tap {
       }
       if (::poll(fds.data(), fds.size(), -1) < 0) continue;
       if (fds[0].revents) break;
-      if (fds[1].revents & POLLIN) {
-        const int a = ::accept(listener_, nullptr, nullptr);
-        const int b = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in addr = loopback(target_port_);
-        if (::connect(b, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-          pairs.emplace_back(a, b);
+      std::vector<std::pair<int, int>> open;  // the pairs still open after this round
+      for (std::size_t k = 0; k < pairs.size(); ++k) {
+        const auto [a, b] = pairs[k];
+        const bool ok = copy(fds[2 + 2 * k].revents, a, b, true) && copy(fds[3 + 2 * k].revents, b, a, false);
+        if (ok) {
+          open.emplace_back(a, b);
         } else {
           ::close(a);
           ::close(b);
         }
       }
-      std::vector<std::pair<int, int>> open;
-      for (std::size_t k = 0; k < pairs.size(); ++k) {
-        const auto [a, b] = pairs[k];
-        const bool ok = copy(fds[2 + 2 * k].revents, a, b, true) && copy(fds[3 + 2 * k].revents, b, a, false);
-        if (ok) {
+      if (fds[1].revents & POLLIN) {  // a new connection: polled from the next round on
+        const int a = ::accept(listener_, nullptr, nullptr);
+        const int b = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr = loopback(target_port_);
+        if (::connect(b, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
           open.emplace_back(a, b);
         } else {
           ::close(a);

@@ -22,6 +22,12 @@ namespace zyolo {
 // STATS JSON: workers, idle, queue, requests, replies, rejected_busy, requeued, expired, ...
 void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
 
+// The shared queue (--broker proxy): binds a ROUTER on config.frontend() and a DEALER on
+// config.backend() and runs zmq_proxy_steerable between them, round-robin to the REP workers
+// connected; it reads no frame and knows no worker. STATS JSON: requests, replies, frontend{},
+// backend{} (messages and bytes in and out, libzmq's STATISTICS), cpu_us.
+void proxy(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
+
 // ZAP handler (RFC 27) of a broker with CURVE on: binds inproc://zeromq.zap.01 in `ctx` and lets
 // in the peers whose public key (Z85) is in `allowed`, refusing and counting the rest. Start it
 // before the broker. STATS JSON: allowed_keys, accepted, refused, refused_keys (up to 16, Z85).
@@ -40,6 +46,15 @@ void zap_handler(zmq::context_t& ctx, zmq::socket_ref pipe, const std::vector<st
 // serve any request that crossed it, close on the broker's DISCONNECT), say [DONE][STATS JSON]
 // and return. $TERM leaves the same way, waiting at most one heartbeat for the broker.
 void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id);
+
+// Plain REP worker `id` for the shared queue: connects a REP socket to config.backend() (the
+// proxy's DEALER) and answers [MDPC01][service][body...] with [MDPC01][service][reply...], the
+// same work as the MDP worker's; no READY, no heartbeats. A new socket after broker.heartbeat_ms
+// x liveness of silence. STATS JSON: id, served, bad_requests, errors, reconnects, malformed,
+// freezes. CRASH, FREEZE, RETIRE ([DONE][STATS JSON]) and $TERM as the MDP worker, but with no
+// handshake: requests queued for it when it goes are lost to it (the clients' retries resend).
+void rep_worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config,
+                const std::string& id);
 
 // Synchronous client `id`: sends `requests` requests (or, with config.run.duration_s, as many as
 // fit), one at a time, with Lazy Pirate retries until each request's deadline. It reports each

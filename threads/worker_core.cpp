@@ -1,0 +1,124 @@
+// What both kinds of worker share: see worker_core.hpp.
+#include "worker_core.hpp"
+
+#include <fmt/format.h>
+
+#include <thread>
+
+#include "models.hpp"
+
+namespace zyolo {
+
+WorkerCore::WorkerCore(zmq::socket_ref pipe, const Config& config, std::string id)
+    : pipe_(pipe), config_(config), id_(std::move(id)) {
+  if (config.worker.model != "none")  // load first: connecting must mean ready to serve
+    detector_.emplace(detector_options(config, config.worker.model));
+}
+
+WorkerCore::milliseconds WorkerCore::until(Clock::time_point t) {
+  return std::chrono::duration_cast<milliseconds>(t - Clock::now()) + milliseconds(1);
+}
+
+void WorkerCore::on_pipe() {
+  auto m = recv_pipe(pipe_);
+  if (!m || m->command == PipeCommand::Term) {
+    terminated_ = true;
+  } else if (m->command == PipeCommand::Stats) {
+    send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+  } else if (m->command == PipeCommand::Crash) {
+    crash_at_ = Clock::now() + milliseconds(config_.broker.heartbeat_ms);  // or sooner: at the next request
+  } else if (m->command == PipeCommand::Retire) {
+    retire_ = true;
+  } else if (m->command == PipeCommand::Freeze && !m->args.empty()) {
+    freeze_for_ = milliseconds(std::stol(to_string(m->args[0])));
+  }
+}
+
+void WorkerCore::wait_on_pipe(Clock::time_point deadline) {
+  while (!terminated_ && Clock::now() < deadline) {
+    zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 1, std::max(milliseconds(0), until(deadline)));
+    if (items[0].revents & ZMQ_POLLIN) on_pipe();
+  }
+}
+
+bool WorkerCore::admit_request(zmq::socket_t* socket) {
+  if (crash_at_ != Clock::time_point::max()) {  // holding the request
+    crash(socket);
+    return false;
+  }
+  if (freeze_for_ > milliseconds(0)) hang();
+  return !terminated_;
+}
+
+void WorkerCore::crash(zmq::socket_t* socket) {
+  crashed_ = terminated_ = true;
+  if (socket) socket->set(zmq::sockopt::linger, 0);  // whatever sockets.linger_ms says
+  send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+}
+
+// FREEZE: hangs for the time asked, hearing only the pipe: nothing is read from the socket and
+// nothing goes out on it (an MDP worker sends no heartbeats), as a worker stuck in inference.
+void WorkerCore::hang() {
+  ++freezes_;
+  const auto deadline = Clock::now() + freeze_for_;
+  freeze_for_ = milliseconds(0);
+  wait_on_pipe(deadline);
+}
+
+nlohmann::json WorkerCore::stats() const {
+  return {{"id", id_},         {"service", config_.run.service}, {"served", served_},
+          {"bad_requests", bad_requests_}, {"errors", errors_}, {"freezes", freezes_}};
+}
+
+Frames WorkerCore::answer(Frames body) {
+  auto request = decode_app_request(std::move(body));
+  if (!request) {
+    ++bad_requests_;
+    return encode_app_reply("-", 400, error_json(fault_name(request.fault())));
+  }
+  if (detector_) return detect(request.value());
+  if (config_.worker.service_ms > 0)  // simulated work: the thread is busy, as inference is
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(config_.worker.service_ms));
+  ++served_;
+  const std::string json = fmt::format(R"({{"worker":"{}","service":"{}"}})", id_, config_.run.service);
+  return encode_app_reply(request->id, 200, json, std::move(request->payload));
+}
+
+// Decodes the image and detects: 200 with detections and stage times, 400 when the payload is
+// not an image, 500 when inference fails. The worker goes on serving either way.
+Frames WorkerCore::detect(AppRequest& request) {
+  using Ms = std::chrono::duration<double, std::milli>;
+  StageTimes times;
+  const auto t0 = Clock::now();
+  cv::Mat image = decode_image(request.payload.data(), request.payload.size());
+  times.decode_ms = Ms(Clock::now() - t0).count();
+  if (image.empty()) {
+    ++bad_requests_;
+    return encode_app_reply(request.id, 400, error_json("not a decodable image"));
+  }
+  try {
+    const auto detections = detector_->detect(image, &times);
+    ++served_;
+    const nlohmann::ordered_json j = {
+        {"worker", id_},
+        {"service", config_.run.service},
+        {"width", image.cols},
+        {"height", image.rows},
+        {"detections", detections_json(detections)},
+        {"times_ms",
+         {{"decode", times.decode_ms}, {"pre", times.pre_ms}, {"inference", times.infer_ms},
+          {"post", times.post_ms}}}};
+    return encode_app_reply(
+        request.id, 200, j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  } catch (const cv::Exception& e) {
+    ++errors_;
+    return encode_app_reply(request.id, 500, error_json(e.what()));
+  }
+}
+
+std::string WorkerCore::error_json(std::string_view what) const {
+  return nlohmann::json{{"error", what}, {"worker", id_}, {"service", config_.run.service}}.dump();
+}
+
+}  // namespace zyolo
