@@ -44,9 +44,11 @@ Config node_config(const CLI::App& cmd, const NodeFlags& f) {
   Config config = default_config();
   if (!f.config_file.empty()) apply_toml_file(config, f.config_file);
   std::string transport;
+  // A flag counts when this command has it and the user gave it.
+  auto given = [&](const char* flag) { return cmd.get_option_no_throw(flag) != nullptr && cmd.count(flag) > 0; };
   auto take = [&](const char* flag, const std::string& endpoint, std::string EndpointConfig::*tcp,
                   std::string EndpointConfig::*ipc) {
-    if (cmd.get_option_no_throw(flag) == nullptr || !cmd.count(flag)) return;  // not its flag, or not given
+    if (!given(flag)) return;
     const std::string t = transport_of(endpoint, flag);
     if (!transport.empty() && t != transport)
       throw ConfigError(fmt::format("{} {}: all endpoints must be tcp:// or all ipc://", flag, endpoint));
@@ -62,7 +64,6 @@ Config node_config(const CLI::App& cmd, const NodeFlags& f) {
   else
     take("--connect", f.connect, &EndpointConfig::tcp_backend, &EndpointConfig::ipc_backend);
   config.run.transport = transport.empty() ? "tcp" : transport;
-  auto given = [&](const char* flag) { return cmd.get_option_no_throw(flag) != nullptr && cmd.count(flag) > 0; };
   if (given("--curve")) config.curve.key = f.curve;
   if (given("--server-key")) config.curve.server_key = f.server_key;
   if (given("--allow")) config.curve.allow = f.allow;

@@ -258,16 +258,13 @@ class Supervisor {
   // (tcp): a failed bind is tried again for up to 5 s.
   void start_broker() {
     const Config c = config_;
+    const bool queue = proxy_mode();
+    const Actor::Body body = [c, queue](zmq::context_t& ctx, zmq::socket_ref p) {
+      queue ? proxy(ctx, p, c) : broker(ctx, p, c);
+    };
     for (int attempt = 0;; ++attempt) {
       try {
-        if (proxy_mode())
-          broker_ = std::make_unique<Actor>(ctx_, "proxy", [c](zmq::context_t& ctx, zmq::socket_ref p) {
-            proxy(ctx, p, c);
-          });
-        else
-          broker_ = std::make_unique<Actor>(ctx_, "broker", [c](zmq::context_t& ctx, zmq::socket_ref p) {
-            broker(ctx, p, c);
-          });
+        broker_ = std::make_unique<Actor>(ctx_, broker_name(), body);
         return;
       } catch (const ActorError&) {
         if (attempt >= 50) throw;

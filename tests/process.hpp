@@ -1,5 +1,5 @@
-// A zyolo process started by a test, whose stdout the test reads line by line (test_processes,
-// test_partition, test_curve).
+// A zyolo process started by a test, whose stdout the test reads line by line, and free
+// endpoints for a broker process (test_processes, test_partition, test_curve).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "run_binary.hpp"
+#include "sockets.hpp"
 
 extern char** environ;
 
@@ -92,6 +93,17 @@ class Process {
   pid_t pid_ = -1;
   int out_ = -1;
   std::string seen_;
+};
+
+// Three free loopback ports: the broker's frontend, backend and control endpoints.
+struct Endpoints {
+  int frontend_port = free_port();
+  std::string frontend = "tcp://127.0.0.1:" + std::to_string(frontend_port);
+  std::string backend = "tcp://127.0.0.1:" + std::to_string(free_port());
+  std::string control = "tcp://127.0.0.1:" + std::to_string(free_port());
+  std::vector<std::string> broker_args() const {
+    return {"broker", "--frontend", frontend, "--backend", backend, "--control", control};
+  }
 };
 
 }  // namespace zyolo_test

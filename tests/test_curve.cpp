@@ -154,15 +154,11 @@ class Tap {
 };
 
 // A broker and two workers on free loopback ports, with `curve` flags (empty: plain tcp).
-struct Fleet {
-  int frontend_port = zyolo_test::free_port();
-  std::string frontend = "tcp://127.0.0.1:" + std::to_string(frontend_port);
-  std::string backend = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  std::string control = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+struct Fleet : zyolo_test::Endpoints {
   std::unique_ptr<Process> broker, workers;
 
   Fleet(const std::vector<std::string>& broker_curve, const std::vector<std::string>& worker_curve) {
-    std::vector<std::string> b = {"broker", "--frontend", frontend, "--backend", backend, "--control", control};
+    std::vector<std::string> b = broker_args();
     b.insert(b.end(), broker_curve.begin(), broker_curve.end());
     broker = std::make_unique<Process>(b);
     REQUIRE(broker->wait_for("ready", 20s));

@@ -19,17 +19,8 @@
 namespace {
 
 using namespace std::chrono_literals;
+using zyolo_test::Endpoints;
 using zyolo_test::Process;
-
-// Three free loopback ports: the broker's frontend, backend and control endpoints.
-struct Endpoints {
-  std::string frontend = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  std::string backend = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  std::string control = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  std::vector<std::string> broker_args() const {
-    return {"broker", "--frontend", frontend, "--backend", backend, "--control", control};
-  }
-};
 
 }  // namespace
 
