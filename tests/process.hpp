@@ -24,19 +24,22 @@ namespace zyolo_test {
 using namespace std::chrono_literals;
 
 // A zyolo process whose stdout the test reads line by line; killed (SIGKILL) if still running
-// when it goes out of scope.
+// when it goes out of scope, or when the test program dies without unwinding (a crash, a
+// sanitizer's halt): setpriv sets its parent-death signal, so no orphan keeps holding ctest's
+// output and ctest fails at once instead of waiting out the test's TIMEOUT.
 class Process {
  public:
   // `args` are zyolo's; with `netns`, it runs inside that network namespace (ip netns exec, which
-  // execs zyolo: the pid is zyolo's own).
+  // execs zyolo: setpriv execs ip, so the pid is zyolo's own). Start it from the thread that
+  // lives as long as it does: the parent-death signal follows the thread that spawned it.
   explicit Process(const std::vector<std::string>& args, const std::string& netns = "") {
     int fds[2];
     REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    std::vector<std::string> all;
-    if (!netns.empty()) all = {"ip", "netns", "exec", netns};
+    std::vector<std::string> all = {"setpriv", "--pdeathsig", "KILL", "--"};
+    if (!netns.empty()) all.insert(all.end(), {"ip", "netns", "exec", netns});
     all.push_back(ZYOLO_BINARY);
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
