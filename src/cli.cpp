@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "actor.hpp"
+#include "allocator.hpp"
 #include "commands.hpp"
 #include "config.hpp"
 
@@ -12,7 +13,7 @@ namespace zyolo {
 int cli_main(int argc, char** argv) {
   CLI::App app{"zyolo: N clients -> a load-balancing MDP/0.1 broker -> M YOLO workers, over ZeroMQ"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "zyolo 0.1.0");
+  app.set_version_flag("--version", fmt::format("zyolo 0.1.0 (allocator: {})", allocator_name()));
   const Subcommand commands[] = {add_run_command(app),     add_broker_command(app),
                                  add_workers_command(app),  add_clients_command(app),
                                  add_keygen_command(app),   add_detect_command(app),

@@ -8,6 +8,8 @@
 #include <map>
 #include <set>
 
+#include "allocator.hpp"
+
 namespace zyolo {
 namespace {
 
@@ -212,7 +214,7 @@ nlohmann::json to_json(const Report& r) {
       {"run",
        {{"clients", r.clients}, {"workers", r.workers_started}, {"pools", pools},
         {"transport", r.transport}, {"broker", r.broker_kind}, {"scenario", r.scenario}, {"elapsed_s", r.elapsed_s},
-        {"interrupted", r.interrupted}}},
+        {"interrupted", r.interrupted}, {"allocator", allocator_name()}}},
       {"requests",
        {{"sent", r.sent}, {"answered", r.answered}, {"errors", r.errors}, {"lost", r.lost},
         {"duplicates_delivered", r.duplicates_delivered},

@@ -1,5 +1,6 @@
 // The zyolo binary as a user runs it: the issue's reference command with --report, --help, and
 // every kind of bad flag or config file, each a clear error naming it with a non-zero exit.
+#include <dlfcn.h>
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,6 +57,28 @@ TEST_CASE("zyolo run --clients 8 --workers 3 --requests 3000 --model none --repo
     answered += row["answered"].get<long>();
   }
   CHECK(answered == 3000);
+  auto version = zyolo("--version");
+  CHECK(has(version.out, "(allocator: " + j["run"]["allocator"].get<std::string>() + ")"));
+}
+
+// The default build runs on jemalloc (CMake ZYOLO_JEMALLOC; README "Benchmarks" says why); a
+// sanitizer build on the sanitizer's allocator. zyolo says which, and it is the one that runs.
+TEST_CASE("the allocator zyolo reports is the malloc that answers") {
+  // This test program links what zyolo links, so its malloc is zyolo's.
+  Dl_info info{};
+  REQUIRE(::dladdr(reinterpret_cast<void*>(&::malloc), &info) != 0);
+  const std::string malloc_from = info.dli_fname ? info.dli_fname : "";
+  auto r = zyolo("--version");
+  CAPTURE(malloc_from);
+  CAPTURE(r.out);
+  REQUIRE(r.code == 0);
+#ifdef ZYOLO_JEMALLOC
+  CHECK(has(malloc_from, "libjemalloc"));
+  CHECK(has(r.out, "zyolo 0.1.0 (allocator: jemalloc 5."));
+#else
+  CHECK_FALSE(has(malloc_from, "libjemalloc"));
+  CHECK(has(r.out, "zyolo 0.1.0 (allocator: glibc malloc)"));
+#endif
 }
 
 TEST_CASE("--help lists the run flags and exits 0") {

@@ -1,0 +1,19 @@
+#include "allocator.hpp"
+
+#ifdef ZYOLO_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
+
+namespace zyolo {
+
+std::string allocator_name() {
+#ifdef ZYOLO_JEMALLOC
+  const char* version = nullptr;
+  size_t size = sizeof version;
+  if (mallctl("version", static_cast<void*>(&version), &size, nullptr, 0) == 0 && version)
+    return std::string("jemalloc ") + version;
+#endif
+  return "glibc malloc";
+}
+
+}  // namespace zyolo
