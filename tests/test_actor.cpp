@@ -2,7 +2,11 @@
 // failures surface as ActorError in the parent; pipes carry messages both ways.
 #include <doctest/doctest.h>
 
+#include <pthread.h>
+
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 #include "actor.hpp"
 #include "actors.hpp"
@@ -107,4 +111,25 @@ TEST_CASE("a failure after $READY arrives on the pipe as $ERROR") {
   REQUIRE(m.ok());
   CHECK(m->command == PipeCommand::Error);
   CHECK(to_string(m->args.at(0)) == "lost the plot");
+}
+
+TEST_CASE("an actor's thread carries the actor's name, cut to the kernel's 15 bytes") {
+  zmq::context_t ctx = make_context();
+  // The thread says its own name on the pipe: what `top -H`, `ps -L` and perf show for it.
+  auto own_name = [](zmq::context_t&, zmq::socket_ref pipe) {
+    signal_ready(pipe);
+    char name[16] = {};
+    ::pthread_getname_np(::pthread_self(), name, sizeof name);
+    send_pipe(pipe, PipeCommand::Stats, text_frames({name}));
+    while (auto m = recv_pipe(pipe))
+      if (m->command == PipeCommand::Term) return;
+  };
+  for (const auto& [given, shown] : {std::pair<std::string, std::string>{"broker", "broker"},
+                                     {"client-c123456789", "client-c1234567"}}) {
+    Actor a(ctx, given, own_name);
+    auto m = recv_pipe(a.pipe());
+    REQUIRE(m.ok());
+    CHECK(m->command == PipeCommand::Stats);
+    CHECK(to_string(m->args.at(0)) == shown);
+  }
 }
