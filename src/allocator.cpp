@@ -13,7 +13,13 @@ std::string allocator_name() {
   if (mallctl("version", static_cast<void*>(&version), &size, nullptr, 0) == 0 && version)
     return std::string("jemalloc ") + version;
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+  return "AddressSanitizer's malloc";
+#elif defined(__SANITIZE_THREAD__)
+  return "ThreadSanitizer's malloc";
+#else
   return "glibc malloc";
+#endif
 }
 
 }  // namespace zyolo

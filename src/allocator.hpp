@@ -8,7 +8,8 @@
 
 namespace zyolo {
 
-// "jemalloc 5.3.0-..." when jemalloc answers for this process's malloc, else "glibc malloc".
+// "jemalloc 5.3.0-..." when jemalloc answers for this process's malloc; else the sanitizer's
+// (a sanitizer build replaces malloc) or "glibc malloc".
 // Asks the allocator itself (mallctl), so it reports what runs, not what was asked for.
 std::string allocator_name();
 

@@ -75,6 +75,10 @@ TEST_CASE("the allocator zyolo reports is the malloc that answers") {
 #ifdef ZYOLO_JEMALLOC
   CHECK(has(malloc_from, "libjemalloc"));
   CHECK(has(r.out, "zyolo 0.1.0 (allocator: jemalloc 5."));
+#elif defined(__SANITIZE_ADDRESS__)
+  CHECK(has(r.out, "zyolo 0.1.0 (allocator: AddressSanitizer's malloc)"));
+#elif defined(__SANITIZE_THREAD__)
+  CHECK(has(r.out, "zyolo 0.1.0 (allocator: ThreadSanitizer's malloc)"));
 #else
   CHECK_FALSE(has(malloc_from, "libjemalloc"));
   CHECK(has(r.out, "zyolo 0.1.0 (allocator: glibc malloc)"));
