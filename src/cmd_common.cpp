@@ -9,6 +9,21 @@
 
 namespace zyolo {
 
+void add_config_flag(CLI::App& command, std::vector<std::string>& files) {
+  command
+      .add_option("--config", files,
+                  "A TOML file overlaying config/default.toml; given again, each file overlays "
+                  "the ones before it")
+      ->type_name("FILE")
+      ->allow_extra_args(false);  // one file per --config: what follows is the next argument
+}
+
+Config config_from_files(const std::vector<std::string>& files) {
+  Config config = default_config();
+  for (const auto& file : files) apply_toml_file(config, file);
+  return config;
+}
+
 void add_detector_flags(CLI::App& command, DetectorFlags& f) {
   command
       .add_option("--family", f.family,

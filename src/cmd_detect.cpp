@@ -44,7 +44,8 @@ using Clock = std::chrono::steady_clock;
 // Flags of `zyolo detect`; each detector flag that was given overrides its worker.* key.
 struct DetectFlags {
   std::vector<std::string> images;
-  std::string config_file, model, annotate_dir;
+  std::vector<std::string> config_files;
+  std::string model, annotate_dir;
   bool json = false;
   DetectorFlags detector;
 };
@@ -210,8 +211,7 @@ std::string write_annotated(const fs::path& out, cv::Mat image,
 }
 
 int run_detect_command(const CLI::App& detect, const DetectFlags& flags) {
-  Config config = default_config();
-  if (!flags.config_file.empty()) apply_toml_file(config, flags.config_file);
+  Config config = config_from_files(flags.config_files);
   apply_flags(config, detect, flags);
   validate_worker(config);
   const DetectorOptions options = require_model(config);
@@ -294,8 +294,7 @@ Subcommand add_detect_command(CLI::App& root) {
                    "Write a copy of each image with its boxes and labels drawn to DIR "
                    "(created if missing)")
       ->type_name("DIR");
-  detect->add_option("--config", f.config_file, "A TOML file overlaying config/default.toml")
-      ->type_name("FILE");
+  add_config_flag(*detect, f.config_files);
   add_detector_flags(*detect, f.detector);
   return {detect, [detect, flags] { return run_detect_command(*detect, *flags); }};
 }

@@ -20,7 +20,8 @@ namespace zyolo {
 namespace {
 
 struct NodeFlags {
-  std::string config_file, frontend, backend, control, connect, report_file, model, images;
+  std::vector<std::string> config_files;
+  std::string frontend, backend, control, connect, report_file, model, images;
   std::string curve, server_key, allow;
   int workers = 0, clients = 0, min_workers = 0, max_workers = 0;
   long requests = 0;
@@ -41,8 +42,7 @@ std::string transport_of(const std::string& endpoint, const char* flag) {
 // The defaults, --config, and the endpoint flags. The run's transport is the endpoints' (tcp when
 // none is given: the config's tcp_* endpoints).
 Config node_config(const CLI::App& cmd, const NodeFlags& f) {
-  Config config = default_config();
-  if (!f.config_file.empty()) apply_toml_file(config, f.config_file);
+  Config config = config_from_files(f.config_files);
   std::string transport;
   // A flag counts when this command has it and the user gave it.
   auto given = [&](const char* flag) { return cmd.get_option_no_throw(flag) != nullptr && cmd.count(flag) > 0; };
@@ -77,7 +77,7 @@ void settle_node(Config& config, CurveRole role) {
 }
 
 void add_common_flags(CLI::App& cmd, NodeFlags& f) {
-  cmd.add_option("--config", f.config_file, "A TOML file overlaying config/default.toml");
+  add_config_flag(cmd, f.config_files);
   cmd.add_option("--curve", f.curve,
                  "Encrypt and authenticate with CURVE, with this key pair (a NAME.key of 'zyolo keygen'; curve.key)");
   cmd.add_flag("--quiet", f.quiet, "No progress line, no 'ready' line");

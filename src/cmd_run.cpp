@@ -22,12 +22,13 @@ namespace {
 
 // Flags of `zyolo run`; each one that was given overrides its config key.
 struct RunFlags {
-  std::string config_file, report_file, transport, broker, model, images, save_detections;
+  std::vector<std::string> config_files;
+  std::string report_file, transport, broker, model, images, save_detections;
   std::string scenario, plot_file;
   uint64_t seed = 0;
   int clients = 0, workers = 0, min_workers = 0, max_workers = 0;
   long requests = 0;
-  double duration = 0, service_ms = 0;
+  double duration = 0, service_ms = 0, time_scale = 1;
   bool quiet = false, autoscale = false;
   DetectorFlags detector;
 };
@@ -46,12 +47,12 @@ void apply_flags(Config& config, const CLI::App& run, const RunFlags& f) {
   apply_detector_flags(config, run, f.detector);
   if (given("--images")) config.client.images = f.images;
   if (given("--save-detections")) config.client.save_detections = f.save_detections;
+  if (given("--time-scale")) config.run.time_scale = f.time_scale;
 }
 
 int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   block_stop_signals();  // first: OpenCV's pool below starts threads of its own
-  Config config = default_config();
-  if (!flags.config_file.empty()) apply_toml_file(config, flags.config_file);
+  Config config = config_from_files(flags.config_files);
   std::optional<Scenario> scenario;
   if (!flags.scenario.empty()) scenario = load_scenario(flags.scenario, config);
   else if (run.count("--seed")) throw ConfigError("--seed needs --scenario");
@@ -60,6 +61,7 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   settle_curve(config, CurveRole::None);
   if (scenario)
     settle_scenario(*scenario, config, run.count("--seed") ? std::optional(flags.seed) : std::nullopt);
+  scale_time_line(config, scenario ? &*scenario : nullptr);  // last: the checks above read the file's times
   if (!flags.plot_file.empty()) {
     std::string why;
     if (!gnuplot_available(&why)) throw ConfigError("--plot: " + why);
@@ -123,12 +125,18 @@ Subcommand add_run_command(CLI::App& root) {
   run->add_option("--broker", f.broker,
                   "mdp: the load-balancing Majordomo broker; proxy: the shared queue, "
                   "zmq_proxy_steerable to plain REP workers (run.broker)");
-  run->add_option("--config", f.config_file, "A TOML file overlaying config/default.toml");
+  add_config_flag(*run, f.config_files);
   run->add_option("--report", f.report_file, "Write the report as JSON to this file");
   run->add_option("--scenario", f.scenario,
                   "Play a scenario of faults and changes: a name (see 'zyolo scenarios') or a "
                   ".toml file; its settings overlay --config, flags override both");
   run->add_option("--seed", f.seed, "Seed of the scenario's random choices (chaos)");
+  run->add_option("--time-scale", f.time_scale,
+                  "Play the run's whole time line X times as long: its length, the scenario's "
+                  "events, heartbeats, timeouts, reconnects and autoscale delays; 0.5 plays the "
+                  "same faults in half the time (run.time_scale)")
+      ->type_name("X")
+      ->check(CLI::Range(0.05, 20.0));
   run->add_option("--plot", f.plot_file, "Draw throughput, p99 latency and workers over time, "
                   "with the scenario's events, into this PNG (needs gnuplot)");
   run->add_flag("--quiet", f.quiet, "No live progress line, no event lines");

@@ -6,6 +6,8 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace zyolo {
 
@@ -15,6 +17,13 @@ struct Subcommand {
 };
 
 // The detector's flags, shared by `run` and `detect` (src/cmd_common.cpp).
+// --config FILE, which may be given several times: each file overlays config/default.toml and the
+// files before it, in the order given (src/cmd_common.cpp). Every subcommand that reads the
+// configuration takes it.
+struct Config;
+void add_config_flag(CLI::App& command, std::vector<std::string>& files);
+Config config_from_files(const std::vector<std::string>& files);
+
 struct DetectorFlags {
   std::string family;
   double conf = 0, nms = 0;
@@ -22,7 +31,6 @@ struct DetectorFlags {
 };
 void add_detector_flags(CLI::App& command, DetectorFlags& flags);
 // Overrides the worker.* keys of `config` with each detector flag the user gave.
-struct Config;
 void apply_detector_flags(Config& config, const CLI::App& command, const DetectorFlags& flags);
 
 // Overrides run.requests / run.duration_s with --requests / --duration when given (one switches

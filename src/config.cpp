@@ -83,6 +83,7 @@ std::vector<Key> known_keys() {
                    [](Config& c) -> int& { return c.run.report_interval_ms; }, 10, 3'600'000),
       integer<int>("run.progress_ms", [](Config& c) -> int& { return c.run.progress_ms; }, 10,
                    60'000),
+      number("run.time_scale", [](Config& c) -> double& { return c.run.time_scale; }, 0.05, 20),
       text("endpoints.inproc_frontend",
            [](Config& c) -> std::string& { return c.endpoints.inproc_frontend; }),
       text("endpoints.inproc_backend",

@@ -19,6 +19,9 @@ struct RunConfig {
   std::string broker;     // mdp (the load-balancing MDP broker) | proxy (the shared queue)
   int report_interval_ms = 0;
   int progress_ms = 0;
+  // Every duration of the run's time line is this many times its configured length (zyolo run
+  // --time-scale; scale_time_line in scenario.hpp): 0.5 plays the same run in half the time.
+  double time_scale = 1.0;
 };
 
 struct EndpointConfig {

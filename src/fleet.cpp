@@ -166,6 +166,7 @@ class Supervisor {
   Report run() {
     report_.clients = options_.clients ? config_.run.clients : 0;
     report_.transport = config_.run.transport;
+    report_.time_scale = config_.run.time_scale;
     report_.broker_kind = config_.run.broker;
     if (scenario_) report_.scenario = scenario_->name;
     for (const auto& pool : pools_) {

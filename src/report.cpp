@@ -214,6 +214,7 @@ nlohmann::json to_json(const Report& r) {
       {"run",
        {{"clients", r.clients}, {"workers", r.workers_started}, {"pools", pools},
         {"transport", r.transport}, {"broker", r.broker_kind}, {"scenario", r.scenario}, {"elapsed_s", r.elapsed_s},
+        {"time_scale", r.time_scale},
         {"interrupted", r.interrupted}, {"allocator", allocator_name()}}},
       {"requests",
        {{"sent", r.sent}, {"answered", r.answered}, {"errors", r.errors}, {"lost", r.lost},
@@ -250,10 +251,11 @@ int AutoscaleReport::direction_changes() const {
 
 std::string summary_text(const Report& r) {
   std::string s;
-  s += fmt::format("zyolo run: {} clients, {} workers, transport {}{}{}{}\n", r.clients,
+  s += fmt::format("zyolo run: {} clients, {} workers, transport {}{}{}{}{}\n", r.clients,
                    r.workers_started, r.transport,
                    r.broker_kind.empty() || r.broker_kind == "mdp" ? "" : ", broker " + r.broker_kind,
                    r.scenario.empty() ? "" : ", scenario " + r.scenario,
+                   r.time_scale == 1 ? "" : fmt::format(", time scale {:g}", r.time_scale),
                    r.interrupted ? " (interrupted)" : "");
   for (const auto& p : r.pools)
     s += fmt::format("  service {}: {} workers, model {}, answered {}\n", p.service, p.workers,

@@ -288,4 +288,27 @@ void settle_scenario(Scenario& s, const Config& config, std::optional<uint64_t> 
                    [](const auto& a, const auto& b) { return a.at_s < b.at_s; });
 }
 
+void scale_time_line(Config& config, Scenario* scenario) {
+  const double k = config.run.time_scale;
+  if (k == 1.0) return;
+  auto ms = [k](int& v) {
+    if (v > 0) v = std::max(1, static_cast<int>(std::lround(v * k)));
+  };
+  config.run.duration_s *= k;
+  for (int* v : {&config.run.report_interval_ms, &config.broker.heartbeat_ms,
+                 &config.client.timeout_ms, &config.client.deadline_ms,
+                 &config.worker.reconnect_initial_ms, &config.worker.reconnect_max_ms,
+                 &config.sockets.reconnect_ivl_ms, &config.sockets.reconnect_ivl_max_ms,
+                 &config.sockets.heartbeat_ivl_ms, &config.sockets.heartbeat_timeout_ms,
+                 &config.autoscale.interval_ms, &config.autoscale.client_window_ms,
+                 &config.autoscale.up_delay_ms, &config.autoscale.down_delay_ms})
+    ms(*v);
+  if (!scenario) return;
+  for (auto& e : scenario->events) {
+    e.at_s *= k;
+    e.for_s *= k;
+    e.delay_ms *= k;
+  }
+}
+
 }  // namespace zyolo

@@ -87,4 +87,12 @@ Scenario load_scenario(const std::string& name_or_file, Config& config);
 // them. Throws ConfigError.
 void settle_scenario(Scenario& scenario, const Config& config, std::optional<uint64_t> seed);
 
+// Multiplies every duration of the run's time line by run.time_scale, once, after the scenario
+// (if any) is settled: the run's length, the timeline's interval, the events' times, lengths and
+// delays, and every timer the faults are healed by (MDP heartbeats, the clients' timeout and
+// deadline, reconnect intervals and back-offs, ZMTP heartbeats, the controller's interval,
+// window and delays). The echo workers' service time is the load, not the time line: it stays.
+// So the same faults happen and heal in the same order, in a fraction of the time.
+void scale_time_line(Config& config, Scenario* scenario);
+
 }  // namespace zyolo

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -24,9 +25,30 @@ inline nlohmann::json run_report(const std::string& args) {
   return j;
 }
 
-// Runs `zyolo run --scenario NAME --model none ARGS` and returns its JSON report.
+// The time scale this suite plays scenarios at: ZYOLO_TEST_TIME_SCALE, which CTest sets (0.5 in
+// the sanitizer passes, where the same faults heal in half the time; 1 otherwise).
+inline double time_scale() {
+  const char* s = std::getenv("ZYOLO_TEST_TIME_SCALE");
+  const double k = s ? std::atof(s) : 1.0;
+  return k > 0 ? k : 1.0;
+}
+
+// True in a sanitizer's pass (ZYOLO_TEST_SANITIZER, which CTest sets: thread or address).
+inline bool sanitized() {
+  const char* s = std::getenv("ZYOLO_TEST_SANITIZER");
+  return s && *s;
+}
+
+// A time of a scenario's time line (seconds), as this suite plays it.
+inline double scaled(double seconds) { return seconds * time_scale(); }
+
+// The flag that plays a run at the suite's time scale.
+inline std::string time_scale_flag() { return " --time-scale " + std::to_string(time_scale()); }
+
+// Runs `zyolo run --scenario NAME --model none ARGS` at the suite's time scale and returns its
+// JSON report.
 inline nlohmann::json run_scenario(const std::string& name, const std::string& args = "") {
-  return run_report("run --scenario " + name + " --model none " + args);
+  return run_report("run --scenario " + name + " --model none " + args + time_scale_flag());
 }
 
 // What every scenario must end with: every request ended once, and answered unless `errors`.

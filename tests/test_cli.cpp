@@ -147,3 +147,25 @@ TEST_CASE("a config file sets values and flags override it") {
   CHECK(has(r.out, "2 clients, 2 workers"));
   CHECK(has(r.out, "answered 30 "));
 }
+
+TEST_CASE("--config given twice: the second file overlays the first, and each must exist") {
+  TempFile first("first.toml", "[run]\nclients = 3\nworkers = 1\nrequests = 40\n[worker]\nmodel = \"none\"\n");
+  TempFile second("second.toml", "[run]\nclients = 2\n");
+  auto r = zyolo("run --quiet --config " + first.path + " --config " + second.path);
+  INFO(r.out, r.err);
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "2 clients, 1 workers"));  // clients from the second, workers from the first
+  CHECK(has(r.out, "answered 40 "));
+  r = zyolo("run --quiet --config " + second.path + " --config " + first.path);
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "3 clients, 1 workers"));  // the other order: the first file's 3 wins
+  r = zyolo("run --quiet --config " + first.path + " --config /nonexistent/zyolo.toml");
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "/nonexistent/zyolo.toml"));
+  // zyolo detect takes its images as positional arguments: --config takes one file, not them (had
+  // it taken the image too, reading it as a config file would be the error).
+  auto d = zyolo("detect --config " + second.path + " /nonexistent/image.jpg --model none");
+  INFO(d.err);
+  CHECK(d.code == 2);
+  CHECK(has(d.err, "--model none"));
+}

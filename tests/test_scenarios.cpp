@@ -21,12 +21,14 @@ using zyolo_test::slurp;
 using zyolo_test::TempFile;
 using zyolo_test::check_nothing_lost;
 using zyolo_test::run_scenario;
+using zyolo_test::scaled;
 
 
 namespace {
 
-// The heartbeat interval the shipped scenarios run with (config/default.toml).
-constexpr double kHeartbeatS = 1.0;
+// The heartbeat interval the shipped scenarios run with (config/default.toml), in seconds of the
+// time line (scaled with it, as every time below).
+const double kHeartbeatS = scaled(1.0);
 
 const nlohmann::json* find_event(const nlohmann::json& j, const std::string& kind) {
   for (const auto& e : j["events"])
@@ -77,7 +79,7 @@ TEST_CASE("scenario add-worker: the new worker serves at least 30% of what is an
   const auto* w1 = find_worker(j, "w1");
   REQUIRE(w1);
   INFO(w1->dump());
-  CHECK((*w1)["started_s"].get<double>() >= 1.9);
+  CHECK((*w1)["started_s"].get<double>() >= scaled(1.9));
   CHECK((*w1)["share_while_up"].get<double>() >= 0.30);
 }
 
@@ -89,7 +91,7 @@ TEST_CASE("scenario broker-restart: a new broker, workers register again, flow r
   REQUIRE(kill);
   INFO(kill->dump());
   const double restart = (*kill)["end_t"], first = (*kill)["first_answer_s"];
-  CHECK(restart >= 2.9);
+  CHECK(restart >= scaled(2.9));
   CHECK(first >= 0);
   CHECK(first <= 3 * kHeartbeatS);
   // Both workers registered with the new broker: it held both when the run ended.
@@ -263,4 +265,44 @@ TEST_CASE("--plot draws the run with its events into a PNG") {
   auto bad = zyolo_test::zyolo("run --scenario basic --duration 1 --quiet --plot /nonexistent-dir/x.png");
   CHECK(bad.code == 2);
   CHECK(has(bad.err, "/nonexistent-dir/x.png"));
+}
+
+TEST_CASE("--time-scale plays the same time line shorter: events, heartbeats, timeouts and delays") {
+  zyolo::Config c = zyolo::default_config();
+  auto s = load("broker-restart", c);
+  const zyolo::Config before = c;
+  const auto events = s.events;
+  c.run.time_scale = 0.5;
+  zyolo::scale_time_line(c, &s);
+  CHECK(c.run.duration_s == doctest::Approx(before.run.duration_s / 2));
+  CHECK(c.run.report_interval_ms == before.run.report_interval_ms / 2);
+  CHECK(c.broker.heartbeat_ms == before.broker.heartbeat_ms / 2);
+  CHECK(c.broker.liveness == before.broker.liveness);  // a count, not a time
+  CHECK(c.client.timeout_ms == before.client.timeout_ms / 2);
+  CHECK(c.client.deadline_ms == before.client.deadline_ms / 2);
+  CHECK(c.worker.reconnect_initial_ms == before.worker.reconnect_initial_ms / 2);
+  CHECK(c.sockets.heartbeat_ivl_ms == before.sockets.heartbeat_ivl_ms / 2);
+  CHECK(c.autoscale.down_delay_ms == before.autoscale.down_delay_ms / 2);
+  CHECK(c.worker.service_ms == before.worker.service_ms);  // the load, not the time line
+  REQUIRE(s.events.size() == events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    CHECK(s.events[i].at_s == doctest::Approx(events[i].at_s / 2));
+    CHECK(s.events[i].for_s == doctest::Approx(events[i].for_s / 2));
+  }
+
+  // Run for real at a quarter: the broker killed at 0.625 s and back at 0.75 s, healed.
+  auto j = zyolo_test::run_report("run --scenario broker-restart --model none --time-scale 0.25");
+  check_nothing_lost(j);
+  CHECK(j["run"]["time_scale"] == 0.25);
+  CHECK(j["run"]["elapsed_s"].get<double>() < 4.0);  // 8 s at real length
+  CHECK(j["broker"]["incarnations"] == 2);
+  const auto* kill = find_event(j, "kill-broker");
+  REQUIRE(kill);
+  INFO(kill->dump());
+  CHECK((*kill)["t"].get<double>() == doctest::Approx(0.625).epsilon(0.1));
+  CHECK((*kill)["end_t"].get<double>() == doctest::Approx(0.75).epsilon(0.1));
+  CHECK((*kill)["first_answer_s"].get<double>() >= 0);
+  auto bad = zyolo_test::zyolo("run --model none --duration 1 --time-scale 0");
+  CHECK(bad.code != 0);
+  CHECK(has(bad.err + bad.out, "--time-scale"));
 }
