@@ -3,9 +3,6 @@
 #pragma once
 
 #include <doctest/doctest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <optional>
@@ -13,21 +10,9 @@
 #include <zmq.hpp>
 
 #include "protocol.hpp"
+#include "run_binary.hpp"  // free_port
 
 namespace zyolo_test {
-
-// A TCP port that is free on loopback right now.
-inline int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // A raw DEALER with `routing_id`, connected to `endpoint`, that closes at once.
 inline zmq::socket_t dealer(zmq::context_t& ctx, const std::string& routing_id,

@@ -22,7 +22,6 @@
 
 using namespace zyolo;
 using zyolo_test::check_nothing_lost;
-using zyolo_test::free_port;
 using zyolo_test::has;
 using zyolo_test::recv;
 using zyolo_test::run_report;
@@ -70,12 +69,6 @@ AppReply answer_on(zmq::socket_t& client, const std::string& service = "yolo") {
   auto app = decode_app_reply(std::move(reply->body));
   REQUIRE(app.ok());
   return std::move(app.value());
-}
-
-std::string tcp_endpoints_toml() {
-  return "[endpoints]\ntcp_frontend = \"tcp://127.0.0.1:" + std::to_string(free_port()) +
-         "\"\ntcp_backend = \"tcp://127.0.0.1:" + std::to_string(free_port()) +
-         "\"\ntcp_control = \"tcp://127.0.0.1:" + std::to_string(free_port()) + "\"\n";
 }
 
 }  // namespace
@@ -196,7 +189,7 @@ TEST_CASE("zyolo run --broker proxy over inproc: every request answered once, ro
 }
 
 TEST_CASE("zyolo run --broker proxy over tcp on free ports: every request answered once") {
-  TempFile ports("proxy-tcp.toml", tcp_endpoints_toml());
+  TempFile ports("proxy-tcp.toml", zyolo_test::own_endpoints_toml());
   auto j = run_report("run --broker proxy --transport tcp --config " + ports.path +
                       " --model none --clients 4 --workers 2 --requests 600");
   check_nothing_lost(j);
