@@ -33,13 +33,15 @@
 #include <vector>
 #include <zmq.hpp>
 
-#include "actor.hpp"
-#include "config.hpp"
-#include "detector.hpp"
-#include "images.hpp"
-#include "models.hpp"
-#include "protocol.hpp"
-#include "report.hpp"
+#include "src/wire/actor.hpp"
+#include "src/config/config.hpp"
+#include "src/yolo/detector.hpp"
+#include "src/yolo/images.hpp"
+#include "src/yolo/models.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
+#include "src/fleet/report.hpp"
 
 namespace {
 

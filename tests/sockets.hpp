@@ -9,7 +9,9 @@
 #include <string>
 #include <zmq.hpp>
 
-#include "protocol.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
 #include "run_binary.hpp"  // free_port
 
 namespace zyolo_test {

@@ -8,9 +8,11 @@
 #include <string>
 #include <utility>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
+#include "src/wire/actor.hpp"
+#include "threads/actors.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
 
 using namespace zyolo;
 

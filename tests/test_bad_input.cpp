@@ -17,9 +17,11 @@
 #include <optional>
 #include <string>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
+#include "src/wire/actor.hpp"
+#include "threads/actors.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
 #include "sockets.hpp"
 
 using namespace zyolo;

@@ -10,9 +10,11 @@
 #include <set>
 #include <zmq_addon.hpp>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
+#include "src/wire/actor.hpp"
+#include "threads/actors.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
 #include "sockets.hpp"
 
 using namespace zyolo;

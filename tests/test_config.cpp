@@ -7,8 +7,8 @@
 #include <unistd.h>
 #include <string>
 
-#include "config.hpp"
-#include "sockopts.hpp"
+#include "src/config/config.hpp"
+#include "src/wire/sockopts.hpp"
 
 using namespace zyolo;
 
@@ -46,7 +46,7 @@ TEST_CASE("the defaults are config/default.toml's") {
   CHECK(c.worker.model == "auto");
   CHECK(c.client.deadline_ms >= c.client.timeout_ms);
   validate(c);
-  // CTest passes the build's ZYOLO_TRANSPORT; only src/config.cpp is compiled with it.
+  // CTest passes the build's ZYOLO_TRANSPORT; only src/config/config.cpp is compiled with it.
   const char* built = std::getenv("ZYOLO_BUILD_TRANSPORT");
   REQUIRE_MESSAGE(built != nullptr, "ZYOLO_BUILD_TRANSPORT is unset (CTest sets it)");
   CHECK(c.run.transport == std::string(built));

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "detector.hpp"
+#include "src/yolo/detector.hpp"
 
 #ifndef ZYOLO_SHARED_DIR
 #error "define ZYOLO_SHARED_DIR as a string literal: the path of the shared/ folder"

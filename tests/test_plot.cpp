@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "plot.hpp"
+#include "src/fleet/plot.hpp"
 
 using namespace zyolo;
 namespace fs = std::filesystem;

@@ -3,7 +3,9 @@
 
 #include <random>
 
-#include "protocol.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
 
 using namespace zyolo;
 

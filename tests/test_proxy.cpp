@@ -12,10 +12,12 @@
 #include <string>
 #include <zmq_addon.hpp>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "config.hpp"
-#include "protocol.hpp"
+#include "src/wire/actor.hpp"
+#include "threads/actors.hpp"
+#include "src/config/config.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
 #include "run_binary.hpp"
 #include "scenario_runs.hpp"
 #include "sockets.hpp"

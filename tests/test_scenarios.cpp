@@ -10,11 +10,13 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "config.hpp"
-#include "protocol.hpp"
+#include "src/config/config.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
 #include "run_binary.hpp"
 #include "scenario_runs.hpp"
-#include "scenario.hpp"
+#include "src/fleet/scenario.hpp"
 
 using zyolo_test::has;
 using zyolo_test::slurp;
@@ -192,7 +194,7 @@ TEST_CASE("chaos is reproducible from its seed, and another seed plays other fau
     zyolo::Config c = zyolo::default_config();
     std::string text;
     for (const auto& e : load("chaos", c, seed).events)
-      text += e.action + "@" + std::to_string(e.at_s) + ":" + e.nodes + "/" + std::to_string(e.for_s) + ";";
+      text += std::string(zyolo::action_name(e.action)) + "@" + std::to_string(e.at_s) + ":" + e.nodes + "/" + std::to_string(e.for_s) + ";";
     return text;
   };
   CHECK(events(7) == events(7));
@@ -221,6 +223,8 @@ TEST_CASE("a scenario from a file runs; bad scenario files and flags are clear e
     std::string text, says;
   } cases[] = {
       {"[[events]]\nat = 1\ndo = \"explode\"\n", "unknown action 'explode'"},
+      // the file and the line the event starts on, then the event
+      {"[run]\nclients = 1\n\n[[events]]\nat = 1\ndo = \"explode\"\n", "bad.toml:4: events[0]: unknown action"},
       {"[[events]]\ndo = \"kill-broker\"\n", "needs 'at' and 'do'"},
       {"[[events]]\nat = 99\ndo = \"kill-broker\"\n", "outside the run"},
       {"[[events]]\nat = 1\ndo = \"partition\"\nnodes = \"the moon\"\nfor = 1\n", "nodes must be"},

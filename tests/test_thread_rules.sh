@@ -101,8 +101,8 @@ plant_in_function threads/controller.cpp 'std::atomic<int> n{0};'
 expect_found threads/controller.cpp "$line" atomic "a std::atomic"
 
 restore
-plant_in_function src/report.cpp 'volatile int spin = 0;'
-expect_found src/report.cpp "$line" atomic "a volatile"
+plant_in_function src/fleet/report.cpp 'volatile int spin = 0;'
+expect_found src/fleet/report.cpp "$line" atomic "a volatile"
 
 restore
 plant_in_function threads/link.cpp 'std::condition_variable cv;'
@@ -110,15 +110,15 @@ expect_found threads/link.cpp "$line" condition-variable "a std::condition_varia
 
 restore
 plant_in_function threads/worker.cpp 'std::thread t([]{});'
-expect_found threads/worker.cpp "$line" thread-start "a std::thread outside src/actor.cpp"
+expect_found threads/worker.cpp "$line" thread-start "a std::thread outside src/wire/actor.cpp"
 
 restore
-plant_in_function src/fleet.cpp 'thread_local int x = 0;'
-expect_found src/fleet.cpp "$line" thread-local "a thread_local"
+plant_in_function src/fleet/supervisor.cpp 'thread_local int x = 0;'
+expect_found src/fleet/supervisor.cpp "$line" thread-local "a thread_local"
 
 restore
-plant_at_end src/protocol.cpp 'namespace zyolo { int g_requests = 0; }'
-expect_found src/protocol.cpp "$line" mutable-global "a mutable namespace-scope variable"
+plant_at_end src/wire/protocol.cpp 'namespace zyolo { int g_requests = 0; }'
+expect_found src/wire/protocol.cpp "$line" mutable-global "a mutable namespace-scope variable"
 
 restore
 plant_at_end threads/worker.cpp 'namespace zyolo { struct Tally { static int served; }; }'
@@ -142,11 +142,11 @@ plant_in_function threads/worker.cpp '/* static int counter = 0; std::atomic<int
 expect_clean "a /* */ comment"
 
 restore
-plant_in_function src/fleet.cpp 'const std::string raw = R"(thread_local std::condition_variable cv;)";'
+plant_in_function src/fleet/supervisor.cpp 'const std::string raw = R"(thread_local std::condition_variable cv;)";'
 expect_clean "a raw string"
 
 restore
-plant_at_end src/report.cpp 'namespace zyolo { static const int kLimit = 3; static void helper(int times = 3); }'
+plant_at_end src/fleet/report.cpp 'namespace zyolo { static const int kLimit = 3; static void helper(int times = 3); }'
 expect_clean "a static const and a static function"
 
 echo "thread rules test: all expectations met"

@@ -1,11 +1,14 @@
 // The actors. Each is one entry function that runs in its own thread, started and stopped through
-// zyolo::Actor (src/actor.hpp). Each owns its sockets and its state (a struct private to its
+// zyolo::Actor (src/wire/actor.hpp). Each owns its sockets and its state (a struct private to its
 // file); it talks to the world only through ZeroMQ messages.
 //
 // Pipe commands every actor answers:
 //   $TERM            close the sockets and return
-//   STATS            answer [STATS][JSON] with the actor's counters
+//   STATS            answer [STATS] with the actor's counters
 // and sends $READY once its sockets are bound or connected (and, for a worker, its model loaded).
+// What each pipe command carries, and each actor's counters (BrokerStats, WorkerStats, ...), is
+// the codec's: src/wire/pipe.hpp and src/wire/stats.hpp, the one place that encodes and decodes
+// them; the lines below name the struct, not its fields, so the two cannot drift apart.
 #pragma once
 
 #include <map>
@@ -13,61 +16,60 @@
 #include <vector>
 #include <zmq.hpp>
 
-#include "config.hpp"
+#include "src/config/config.hpp"
 
 namespace zyolo {
 
 // MDP/0.1 broker: binds config.frontend() (clients) and config.backend() (workers); serves each
 // service's waiting workers least-recently-used; heartbeats workers and expires silent ones.
-// STATS JSON: workers, idle, queue, requests, replies, rejected_busy, requeued, expired, ...
+// STATS: BrokerStats, with the queue waits since the last STATS.
 void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
 
 // The shared queue (--broker proxy): binds a ROUTER on config.frontend() and a DEALER on
 // config.backend() and runs zmq_proxy_steerable between them, round-robin to the REP workers
-// connected; it reads no frame and knows no worker. STATS JSON: requests, replies, frontend{},
-// backend{} (messages and bytes in and out, libzmq's STATISTICS), cpu_us.
+// connected; it reads no frame and knows no worker. STATS: BrokerStats with its proxy traffic
+// (messages and bytes in and out, libzmq's STATISTICS) and nothing of an MDP broker's counters.
 void proxy(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
 
 // ZAP handler (RFC 27) of a broker with CURVE on: binds inproc://zeromq.zap.01 in `ctx` and lets
 // in the peers whose public key (Z85) is in `allowed`, refusing and counting the rest. Start it
-// before the broker. STATS JSON: allowed_keys, accepted, refused, refused_keys (up to 16, Z85).
+// before the broker. STATS: ZapStats.
 void zap_handler(zmq::context_t& ctx, zmq::socket_ref pipe, const std::vector<std::string>& allowed);
 
 // Actors take a settled model: config.worker.model is a model path or "none", never "auto"
-// (resolve_model in src/models.hpp settles it before any actor starts).
+// (resolve_model in src/yolo/models.hpp settles it before any actor starts).
 //
 // MDP/0.1 worker `id` serving config.run.service: connects to config.backend(), heartbeats,
 // reconnects with back-off when the broker is gone. With a model it loads it BEFORE it registers
 // (so nothing is routed to a worker still loading) and answers each image with its detections;
 // with model "none" it echoes the payload after config.worker.service_ms.
-// STATS JSON: id, served, bad_requests, errors, reconnects, malformed, freezes.
-// CRASH: exit inside the next request (at the latest after one heartbeat) without DISCONNECT,
-// saying STATS; FREEZE [ms]: hang inside the next request. RETIRE: leave gracefully (DISCONNECT,
-// serve any request that crossed it, close on the broker's DISCONNECT), say [DONE][STATS JSON]
+// STATS: WorkerStats. CRASH: exit inside the next request (at the latest after one heartbeat) without DISCONNECT,
+// saying STATS; FREEZE: hang inside the next request. RETIRE: leave gracefully (DISCONNECT,
+// serve any request that crossed it, close on the broker's DISCONNECT), say DONE (WorkerStats)
 // and return. $TERM leaves the same way, waiting at most one heartbeat for the broker.
 void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id);
 
 // Plain REP worker `id` for the shared queue: connects a REP socket to config.backend() (the
 // proxy's DEALER) and answers [MDPC01][service][body...] with [MDPC01][service][reply...], the
 // same work as the MDP worker's; no READY, no heartbeats. A new socket after broker.heartbeat_ms
-// x liveness of silence. STATS JSON: id, served, bad_requests, errors, reconnects, malformed,
-// freezes. CRASH, FREEZE, RETIRE ([DONE][STATS JSON]) and $TERM as the MDP worker, but with no
+// x liveness of silence. STATS: WorkerStats. CRASH, FREEZE, RETIRE (DONE) and $TERM as the MDP
+// worker, but with no
 // handshake: requests queued for it when it goes are lost to it (the clients' retries resend).
 void rep_worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config,
                 const std::string& id);
 
 // Synchronous client `id`: sends `requests` requests (or, with config.run.duration_s, as many as
 // fit), one at a time, with Lazy Pirate retries until each request's deadline. It reports each
-// finished request in RECORDS batches and ends with [DONE][JSON totals], then waits for $TERM.
+// finished request in RECORDS batches and ends with DONE (ClientTotals), then waits for $TERM.
 // RETIRE: end after the request in flight.
 void client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id,
             long requests);
 
 // The controller: subscribes to the broker's DEMAND on config.control(), decides each service's
-// worker count by config.autoscale, and tells its parent [SCALE][JSON] on every evaluation:
-// service, demand, wanted, previous, desired, registered, starting, clients, queue, ...
+// worker count by config.autoscale, and tells its parent SCALE (a ScaleDecision) on every
+// evaluation.
 // `workers` names the services it sizes and the workers each starts with.
-// STATS JSON: evaluations, ups, downs, resubscribes.
+// STATS: ControllerStats.
 void controller(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config,
                 const std::map<std::string, int>& workers);
 
@@ -77,10 +79,10 @@ struct LinkEndpoints {
   std::string frontend, backend;         // the broker's
 };
 
-// A simulated network between the nodes and the broker. RULE [nodes][mode][value][ms] drops all
+// A simulated network between the nodes and the broker. RULE (a LinkRule) drops all
 // traffic of the nodes (partition), a fraction of it (drop) or delays it (delay) for ms; `nodes`
 // is all, clients, workers or a comma-separated list of node ids (c0, w1, ...). A connection
-// silent for idle_ms is closed. STATS JSON: forwarded, dropped, delayed, connections, ...
+// silent for idle_ms is closed. STATS: LinkStats.
 void link(zmq::context_t& ctx, zmq::socket_ref pipe, const LinkEndpoints& endpoints, int idle_ms,
           uint64_t seed);
 

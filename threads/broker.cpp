@@ -36,16 +36,15 @@
 #include <ctime>
 #include <deque>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <unordered_map>
-#include <zmq_addon.hpp>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
-#include "sockopts.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/sockopts.hpp"
+#include "src/wire/stats.hpp"
+#include "threads/actors.hpp"
 
 namespace zyolo {
 namespace {
@@ -99,18 +98,6 @@ struct Service {
   std::deque<std::string> idle;  // idle workers, least recently used first
   int workers = 0;
   DemandMeter demand;
-};
-
-struct Counters {
-  long requests = 0, replies = 0, rejected_busy = 0, requeued = 0, expired = 0, abandoned = 0;
-  long unroutable = 0, unknown_worker = 0, protocol_errors = 0, mmi = 0, retries_dropped = 0;
-  long lost_in_transit = 0;  // requests given up on because their worker heartbeats idle
-  long disconnects = 0;       // workers that left by DISCONNECT
-  long crossed_disconnect = 0;  // requests that crossed a worker's DISCONNECT, served before it left
-  long requeued_after_disconnect = 0;  // ... that its worker left without answering (expired)
-  long faults[kFaultCount] = {};
-  long ready_twice = 0, unasked_reply = 0, reserved_service = 0;  // the protocol_errors by kind
-  std::map<std::string, long> unknown_worker_commands;
 };
 
 class Broker {
@@ -174,11 +161,8 @@ class Broker {
     if (!m || m->command == PipeCommand::Term) {
       terminated_ = true;
     } else if (m->command == PipeCommand::Stats) {
-      // [JSON counters][queue waits since the last STATS, uint32 microseconds each]
-      Frames reply = text_frames({stats().dump()});
-      reply.emplace_back(waits_us_.data(), waits_us_.size() * sizeof(uint32_t));
+      send_pipe(pipe_, PipeCommand::Stats, args_of(stats()));  // with the queue waits since the last
       waits_us_.clear();
-      send_pipe(pipe_, PipeCommand::Stats, std::move(reply));
     }
   }
 
@@ -214,17 +198,12 @@ class Broker {
   // RFC 8: mmi.service answers 200 when the service has workers, 404 when not; other mmi.* 501.
   void on_mmi(ClientMessage& m) {
     ++n_.mmi;
-    std::string code = "501";
+    std::string_view code = "501";
     if (m.service == "mmi.service") {
-      code = "404";
-      if (!m.body.empty()) {
-        auto it = services_.find(to_string(m.body[0]));
-        if (it != services_.end() && it->second.workers > 0) code = "200";
-      }
+      auto it = services_.find(mmi_asked_service(m.body));
+      code = it != services_.end() && it->second.workers > 0 ? "200" : "404";
     }
-    Frames body;
-    body.emplace_back(code.data(), code.size());
-    to_client(m.sender, m.service, std::move(body));
+    to_client(m.sender, m.service, encode_mmi_reply(code));
   }
 
   void on_backend() {
@@ -249,13 +228,13 @@ class Broker {
     switch (m->command) {
       case Command::Ready:  // READY twice: a protocol error
         ++n_.protocol_errors;
-        ++n_.ready_twice;
+        ++n_.protocol_errors_by_kind.ready_twice;
         to_worker(w.address, Command::Disconnect);
         return remove_worker(id);
       case Command::Reply:
         if (!w.held) {  // a REPLY it was never asked for
           ++n_.protocol_errors;
-          ++n_.unasked_reply;
+          ++n_.protocol_errors_by_kind.unasked_reply;
           return;
         }
         {
@@ -327,7 +306,7 @@ class Broker {
   void on_ready(const std::string& id, WorkerMessage& m) {
     if (m.service.starts_with("mmi.")) {
       ++n_.protocol_errors;
-      ++n_.reserved_service;
+      ++n_.protocol_errors_by_kind.reserved_service;
       return to_worker(m.peer, Command::Disconnect);
     }
     auto& w = workers_[id];
@@ -404,7 +383,7 @@ class Broker {
   void publish_demand() {
     const auto now = Clock::now();
     const double interval_s = std::chrono::duration<double>(now - demand_from_).count();
-    nlohmann::json services = nlohmann::json::object();
+    Demand demand{std::lround(1000 * interval_s), {}};
     for (auto& [name, s] : services_) {
       auto& d = s.demand;
       d.change(0, now);  // closes the integral exactly where the interval ends
@@ -412,19 +391,17 @@ class Broker {
       long held = 0;
       for (const auto& [id, w] : workers_)
         if (w.service == name && w.held) ++held;
-      services[name] = {
-          {"demand", interval_s > 0 ? d.area / interval_s : static_cast<double>(d.outstanding)},
-          {"outstanding", d.outstanding}, {"queue", s.requests.size()}, {"in_flight", held},
-          {"workers", s.workers}, {"idle", s.idle.size()}, {"clients", d.clients.size()},
-          {"arrivals", d.arrivals}, {"replies", d.replies},
-          {"queue_wait_ms", d.waits ? 1000 * d.wait_s / static_cast<double>(d.waits) : 0.0},
-          {"service_ms", d.replies ? 1000 * d.service_s / static_cast<double>(d.replies) : 0.0}};
+      demand.services[name] = {
+          interval_s > 0 ? d.area / interval_s : static_cast<double>(d.outstanding),
+          d.outstanding, static_cast<long>(s.requests.size()), held, s.workers,
+          static_cast<long>(s.idle.size()), static_cast<long>(d.clients.size()), d.arrivals,
+          d.replies, d.waits ? 1000 * d.wait_s / static_cast<double>(d.waits) : 0.0,
+          d.replies ? 1000 * d.service_s / static_cast<double>(d.replies) : 0.0};
       d.area = d.wait_s = d.service_s = 0;
       d.arrivals = d.replies = d.waits = 0;
     }
-    const nlohmann::json j = {{"interval_ms", std::lround(1000 * interval_s)}, {"services", services}};
-    Frames demand = encode_pipe(PipeCommand::Demand, text_frames({j.dump()}));
-    (void)send_frames(control_, demand, zmq::send_flags::dontwait);  // PUB: a slow subscriber misses it
+    Frames frames = encode_pipe(PipeCommand::Demand, args_of(demand));
+    (void)send_frames(control_, frames, zmq::send_flags::dontwait);  // PUB: a slow subscriber misses it
     demand_from_ = now;
     demand_at_ = now + demand_interval_;
   }
@@ -447,38 +424,24 @@ class Broker {
     }
   }
 
-  void count(Fault f) { ++n_.faults[static_cast<int>(f)]; }
+  void count(Fault f) { ++faults_[static_cast<int>(f)]; }
 
-  nlohmann::json stats() const {
-    long queue = 0, idle = 0;
-    for (const auto& [name, s] : services_) {
-      queue += static_cast<long>(s.requests.size());
-      idle += static_cast<long>(s.idle.size());
+  // The counters kept as they happen, with the gauges and the malformed messages by kind.
+  BrokerStats stats() const {
+    BrokerStats s = n_;
+    s.workers = static_cast<long>(workers_.size());
+    for (const auto& [name, service] : services_) {
+      s.queue += static_cast<long>(service.requests.size());
+      s.idle += static_cast<long>(service.idle.size());
+      s.services[name] = {service.workers, static_cast<long>(service.requests.size())};
     }
-    nlohmann::json faults = nlohmann::json::object();
-    long malformed = 0;
     for (int i = 0; i < kFaultCount; ++i) {
-      malformed += n_.faults[i];
-      if (n_.faults[i]) faults[std::string(fault_name(static_cast<Fault>(i)))] = n_.faults[i];
+      s.malformed += faults_[i];
+      if (faults_[i]) s.faults[std::string(fault_name(static_cast<Fault>(i)))] = faults_[i];
     }
-    nlohmann::json services = nlohmann::json::object();
-    for (const auto& [name, s] : services_)
-      services[name] = {{"workers", s.workers}, {"queue", s.requests.size()}};
-    return {{"workers", workers_.size()}, {"idle", idle}, {"queue", queue},
-            {"requests", n_.requests}, {"replies", n_.replies},
-            {"rejected_busy", n_.rejected_busy}, {"requeued", n_.requeued},
-            {"expired", n_.expired}, {"abandoned", n_.abandoned},
-            {"unroutable", n_.unroutable}, {"unknown_worker", n_.unknown_worker},
-            {"protocol_errors", n_.protocol_errors},
-            {"protocol_errors_by_kind",
-             {{"READY twice", n_.ready_twice}, {"REPLY not asked for", n_.unasked_reply},
-              {"READY for mmi.*", n_.reserved_service}}},
-            {"unknown_worker_commands", n_.unknown_worker_commands}, {"mmi", n_.mmi},
-            {"retries_dropped", n_.retries_dropped}, {"lost_in_transit", n_.lost_in_transit},
-            {"disconnects", n_.disconnects}, {"crossed_disconnect", n_.crossed_disconnect},
-            {"requeued_after_disconnect", n_.requeued_after_disconnect},
-            {"malformed", malformed}, {"faults", faults}, {"services", services},
-            {"cpu_us", thread_cpu_us()}};
+    s.cpu_us = thread_cpu_us();
+    s.queue_waits_us = waits_us_;
+    return s;
   }
 
   zmq::socket_ref pipe_;
@@ -495,7 +458,8 @@ class Broker {
   std::map<std::string, Service> services_;
   std::set<std::string> pending_;  // keys of requests queued or held by a worker
   std::vector<uint32_t> waits_us_;  // queue waits of requests dispatched since the last STATS
-  Counters n_;
+  BrokerStats n_;                 // the counters (stats() adds the gauges)
+  long faults_[kFaultCount] = {};  // malformed messages by fault
 };
 
 }  // namespace

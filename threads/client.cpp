@@ -10,13 +10,14 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-#include <zmq_addon.hpp>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "images.hpp"
-#include "protocol.hpp"
-#include "sockopts.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/sockopts.hpp"
+#include "src/wire/stats.hpp"
+#include "src/yolo/images.hpp"
+#include "threads/actors.hpp"
 
 namespace zyolo {
 namespace {
@@ -34,7 +35,7 @@ class Client {
       : ctx_(ctx), pipe_(pipe), config_(config), id_(std::move(id)), requests_(requests) {
     // A routing id unique to this client across processes and hosts, kept over reconnects.
     std::random_device rd;
-    routing_id_ = fmt::format("{}-{:08x}", id_, rd());
+    routing_id_ = make_routing_id(id_, rd());
     if (!config.client.images.empty())
       images_ = load_images(config.client.images);
     else if (yolo_)
@@ -52,7 +53,7 @@ class Client {
       one_request();
     if (terminated_) return;
     flush();
-    send_pipe(pipe_, PipeCommand::Done, text_frames({totals().dump()}));
+    send_pipe(pipe_, PipeCommand::Done, args_of(totals()));
     while (!terminated_) on_pipe();  // stay until the supervisor says $TERM
   }
 
@@ -145,37 +146,36 @@ class Client {
                    static_cast<uint32_t>(std::chrono::duration_cast<microseconds>(now - first).count()),
                    static_cast<uint16_t>(status), retries, {0, 0, 0, 0}};
     if (reply && status == 200 && yolo_) {
-      const auto j = nlohmann::json::parse(reply->json, nullptr, false);
-      if (j.is_object() && j.value("service", "") != config_.run.service) ++wrong_service_;
-      if (j.is_object() && j.contains("times_ms")) {
-        const auto& t = j["times_ms"];
-        const char* stages[] = {"decode", "pre", "inference", "post"};
-        for (int i = 0; i < 4; ++i)
-          r.stage_us[i] = static_cast<uint32_t>(t.value(stages[i], 0.0) * 1000.0);
+      if (auto result = decode_app_result(reply->json)) {
+        if (result->service != config_.run.service) ++wrong_service_;
+        if (result->times_ms)
+          for (int i = 0; i < 4; ++i)
+            r.stage_us[i] = static_cast<uint32_t>((*result->times_ms)[i] * 1000.0);
+        if (save_) save(*reply, result.value(), image);
       }
-      if (save_ && j.is_object())
-        detections_.push_back(nlohmann::json{{"id", reply->id},
-                                             {"image", image ? image->name : ""},
-                                             {"service", config_.run.service},
-                                             {"worker", j.value("worker", "")},
-                                             {"worker_service", j.value("service", "")},
-                                             {"detections", j.value("detections", nlohmann::json::array())}}
-                                  .dump());
     }
     if (status == 200) ++answered_;
     records_.push_back(r);
     if (now >= flush_at_) flush();
   }
 
+  // One line of --save-detections: the request, the image, and what the worker found in it.
+  void save(const AppReply& reply, const AppResult& result, const Image* image) {
+    detections_.lines += nlohmann::json{
+        {"id", reply.id},
+        {"image", image ? image->name : ""},
+        {"service", config_.run.service},
+        {"worker", result.worker},
+        {"worker_service", result.service},
+        {"detections", result.detections.value_or(nlohmann::ordered_json::array())}}
+                             .dump() + "\n";
+  }
+
   void flush() {
-    if (!records_.empty()) send_pipe(pipe_, PipeCommand::Records, single_frame(pack_records(records_)));
+    if (!records_.empty()) send_pipe(pipe_, PipeCommand::Records, args_of(records_));
     records_.clear();
-    if (!detections_.empty()) {
-      std::string lines;
-      for (const auto& d : detections_) lines += d + "\n";
-      send_pipe(pipe_, PipeCommand::Detections, text_frames({lines}));
-    }
-    detections_.clear();
+    if (!detections_.lines.empty()) send_pipe(pipe_, PipeCommand::Detections, args_of(detections_));
+    detections_.lines.clear();
     flush_at_ = Clock::now() + kFlushEvery;
   }
 
@@ -187,18 +187,15 @@ class Client {
       terminated_ = true;
     } else if (m->command == PipeCommand::Stats) {
       flush();
-      send_pipe(pipe_, PipeCommand::Stats, text_frames({totals().dump()}));
+      send_pipe(pipe_, PipeCommand::Stats, args_of(totals()));
     } else if (m->command == PipeCommand::Retire) {
       retiring_ = true;
     }
   }
 
-  nlohmann::json totals() const {
-    return {{"id", id_},           {"service", config_.run.service},
-            {"sent", sent_},       {"answered", answered_},
-            {"duplicates_dropped", late_}, {"mismatched", mismatched_},
-            {"wrong_service", wrong_service_}, {"malformed", malformed_},
-            {"reconnects", reconnects_}};
+  ClientTotals totals() const {
+    return {id_,         config_.run.service, sent_,   answered_,  late_, mismatched_,
+            wrong_service_, malformed_,       reconnects_};
   }
 
   zmq::context_t& ctx_;
@@ -210,8 +207,8 @@ class Client {
   const bool save_ = !config_.client.save_detections.empty();
   std::vector<Image> images_;  // empty: a synthetic payload that carries the request id
   std::optional<zmq::socket_t> socket_;
-  std::vector<ClientRecord> records_;
-  std::vector<std::string> detections_;  // JSON lines waiting for the next flush
+  ClientRecords records_;
+  DetectionLines detections_;  // JSON lines waiting for the next flush
   Clock::time_point flush_at_;
   bool terminated_ = false, retiring_ = false;
   long sent_ = 0, answered_ = 0, late_ = 0, mismatched_ = 0, malformed_ = 0, reconnects_ = 0;

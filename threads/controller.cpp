@@ -28,13 +28,13 @@
 #include <cmath>
 #include <deque>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <optional>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
-#include "sockopts.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/sockopts.hpp"
+#include "src/wire/stats.hpp"
+#include "threads/actors.hpp"
 
 namespace zyolo {
 namespace {
@@ -69,7 +69,7 @@ class Controller {
       if (terminated_) break;
       if (items[1].revents & ZMQ_POLLIN) on_demand();
       if (Clock::now() >= heard_at_ + silence_) {
-        ++resubscribes_;
+        ++n_.resubscribes;
         subscribe();
       }
     }
@@ -89,9 +89,7 @@ class Controller {
     if (!m || m->command == PipeCommand::Term) {
       terminated_ = true;
     } else if (m->command == PipeCommand::Stats) {
-      const nlohmann::json j = {{"evaluations", evaluations_}, {"ups", ups_}, {"downs", downs_},
-                                {"resubscribes", resubscribes_}};
-      send_pipe(pipe_, PipeCommand::Stats, text_frames({j.dump()}));
+      send_pipe(pipe_, PipeCommand::Stats, args_of(n_));
     }
   }
 
@@ -99,22 +97,22 @@ class Controller {
     auto frames = recv_frames(*socket_, zmq::recv_flags::dontwait);
     if (!frames) return;
     auto m = decode_pipe(std::move(*frames));
-    if (!m || m->command != PipeCommand::Demand || m->args.empty()) return;
-    auto j = nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
-    if (j.is_discarded() || !j.contains("services")) return;
+    if (!m || m->command != PipeCommand::Demand) return;
+    const auto demand = decode_args<Demand>(m.value());
+    if (!demand) return;
     heard_at_ = Clock::now();
     for (auto& [service, pool] : pools_) {
-      const auto it = j["services"].find(service);
-      evaluate(service, pool, it == j["services"].end() ? nlohmann::json::object() : *it);
+      const auto it = demand->services.find(service);
+      evaluate(service, pool, it == demand->services.end() ? ServiceDemand{} : it->second);
     }
   }
 
   // One evaluation of one service: decide, and tell the parent (every time, so that its
   // timeline shows demand and desired workers even when nothing changes).
-  void evaluate(const std::string& service, Pool& pool, const nlohmann::json& d) {
-    ++evaluations_;
+  void evaluate(const std::string& service, Pool& pool, const ServiceDemand& d) {
+    ++n_.evaluations;
     const auto now = Clock::now();
-    const double demand = d.value("demand", 0.0);
+    const double demand = d.demand;
     const int wanted = std::clamp(static_cast<int>(std::ceil(demand / policy_.target_in_flight - 1e-6)),
                                   policy_.min_workers, policy_.max_workers);
     pool.wanted.emplace_back(now, wanted);
@@ -142,16 +140,13 @@ class Controller {
       pool.above_since.reset();
       pool.below_since.reset();
     }
-    if (pool.desired > before) ++ups_;
-    if (pool.desired < before) ++downs_;
-    const long registered = d.value("workers", 0L);
-    const nlohmann::json scale = {
-        {"service", service}, {"demand", demand}, {"wanted", wanted},
-        {"previous", before}, {"desired", pool.desired}, {"registered", registered},
-        {"starting", std::max(0L, pool.desired - registered)},
-        {"clients", d.value("clients", 0L)}, {"queue", d.value("queue", 0L)},
-        {"queue_wait_ms", d.value("queue_wait_ms", 0.0)}, {"service_ms", d.value("service_ms", 0.0)}};
-    send_pipe(pipe_, PipeCommand::Scale, text_frames({scale.dump()}));
+    if (pool.desired > before) ++n_.ups;
+    if (pool.desired < before) ++n_.downs;
+    const ScaleDecision scale{service,       demand,      wanted,
+                              before,        pool.desired, d.workers,
+                              std::max(0L, pool.desired - d.workers), d.clients, d.queue,
+                              d.queue_wait_ms, d.service_ms};
+    send_pipe(pipe_, PipeCommand::Scale, args_of(scale));
   }
 
   zmq::context_t& ctx_;
@@ -164,7 +159,7 @@ class Controller {
   Clock::time_point heard_at_;
   std::map<std::string, Pool> pools_;
   bool terminated_ = false;
-  long evaluations_ = 0, ups_ = 0, downs_ = 0, resubscribes_ = 0;
+  ControllerStats n_;
 };
 
 }  // namespace

@@ -17,13 +17,13 @@
 #include <chrono>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <random>
-#include <zmq_addon.hpp>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
+#include "threads/actors.hpp"
 
 namespace zyolo {
 namespace {
@@ -33,28 +33,13 @@ using std::chrono::milliseconds;
 
 enum class Side { Clients, Workers };
 
-// The node a routing id belongs to: clients and workers name their sockets "<id>-...".
-std::string node_of(const std::string& routing_id) {
-  return routing_id.substr(0, routing_id.find('-'));
-}
-
+// A rule the supervisor sent, until it ends.
 struct Rule {
-  std::string nodes;  // all | clients | workers | a comma-separated list of node ids
-  std::string mode;   // partition | drop | delay
-  double value = 0;   // drop: the fraction dropped; delay: milliseconds
+  LinkRule rule;
   Clock::time_point until;
 
   bool matches(Side side, const std::string& node) const {
-    if (nodes == "all") return true;
-    if (nodes == "clients") return side == Side::Clients;
-    if (nodes == "workers") return side == Side::Workers;
-    std::size_t start = 0;
-    while (start <= nodes.size()) {
-      const auto end = std::min(nodes.find(',', start), nodes.size());
-      if (nodes.compare(start, end - start, node) == 0) return true;
-      start = end + 1;
-    }
-    return false;
+    return rule.nodes.contains(side == Side::Clients, node);
   }
 };
 
@@ -126,29 +111,26 @@ class Link {
     auto m = recv_pipe(pipe_);
     if (!m || m->command == PipeCommand::Term) {
       terminated_ = true;
-    } else if (m->command == PipeCommand::Rule && m->args.size() == 4) {
-      Rule r{to_string(m->args[0]), to_string(m->args[1]), std::stod(to_string(m->args[2])),
-             Clock::now() + milliseconds(std::stol(to_string(m->args[3])))};
-      rules_.push_back(std::move(r));
+    } else if (m->command == PipeCommand::Rule) {
+      if (auto rule = decode_args<LinkRule>(m.value()))
+        rules_.push_back({std::move(rule.value()), Clock::now() + rule->duration});
     } else if (m->command == PipeCommand::Stats) {
-      nlohmann::json j = {{"forwarded", forwarded_}, {"dropped", dropped_},
-                          {"delayed", delayed_},     {"connections", connections_.size()},
-                          {"connections_opened", opened_}, {"connections_closed", closed_}};
-      send_pipe(pipe_, PipeCommand::Stats, text_frames({j.dump()}));
+      n_.connections = static_cast<long>(connections_.size());
+      send_pipe(pipe_, PipeCommand::Stats, args_of(n_));
     }
   }
 
   // A message from a node: [routing id][frames...] on the link's ROUTER.
   void from_node(zmq::socket_t& router, Side side) {
     auto frames = recv_frames(router, zmq::recv_flags::dontwait);
-    if (!frames || frames->size() < 2) return;
-    const std::string routing_id = to_string(frames->front());
+    auto m = frames ? split_routed(std::move(*frames)) : std::nullopt;
+    if (!m) return;
+    const std::string routing_id = to_string(m->peer);
     const std::string key = fmt::format("{}:{}", side == Side::Clients ? 'c' : 'w', routing_id);
     auto it = connections_.find(key);
-    if (it == connections_.end()) it = open(key, side, routing_id, frames->front());
+    if (it == connections_.end()) it = open(key, side, routing_id, m->peer);
     it->second.heard = Clock::now();
-    frames->erase(frames->begin());
-    pass(true, key, std::move(*frames));
+    pass(true, key, std::move(m->frames));
   }
 
   // A message from the broker for the node behind connection `key`.
@@ -162,8 +144,8 @@ class Link {
   std::map<std::string, Connection>::iterator open(const std::string& key, Side side,
                                                    const std::string& routing_id,
                                                    zmq::message_t& id) {
-    ++opened_;
-    Connection c{side, node_of(routing_id), {}, connect_upstream(side, id), Clock::now()};
+    ++n_.connections_opened;
+    Connection c{side, node_of_routing_id(routing_id), {}, connect_upstream(side, id), Clock::now()};
     c.id.copy(id);
     return connections_.emplace(key, std::move(c)).first;
   }
@@ -188,15 +170,16 @@ class Link {
     double delay_ms = 0;
     for (const auto& r : rules_) {
       if (!r.matches(c.side, c.node)) continue;
-      if (r.mode == "partition" ||
-          (r.mode == "drop" && std::uniform_real_distribution<double>(0, 1)(random_) < r.value)) {
-        ++dropped_;
+      const auto mode = r.rule.mode;
+      if (mode == LinkMode::Partition ||
+          (mode == LinkMode::Drop && std::uniform_real_distribution<double>(0, 1)(random_) < r.rule.value)) {
+        ++n_.dropped;
         return;
       }
-      if (r.mode == "delay") delay_ms = std::max(delay_ms, r.value);
+      if (mode == LinkMode::Delay) delay_ms = std::max(delay_ms, r.rule.value);
     }
     if (delay_ms > 0) {
-      ++delayed_;
+      ++n_.delayed;
       const auto at = now + std::chrono::duration_cast<Clock::duration>(
                                 std::chrono::duration<double, std::milli>(delay_ms));
       held_.emplace(at, Held{upstream, key, std::move(frames)});
@@ -217,8 +200,9 @@ class Link {
         sent = send_frames(*c.upstream, frames, zmq::send_flags::dontwait);
       }
     } else {
-      frames.insert(frames.begin(), zmq::message_t());
-      frames.front().copy(c.id);
+      zmq::message_t peer;
+      peer.copy(c.id);
+      frames = join_routed(std::move(peer), std::move(frames));
       auto& router = c.side == Side::Clients ? clients_ : workers_;
       try {
         sent = send_frames(router, frames, zmq::send_flags::dontwait);
@@ -226,7 +210,7 @@ class Link {
         sent = false;
       }
     }
-    sent ? ++forwarded_ : ++dropped_;  // a full or vanished peer loses it, as a network would
+    sent ? ++n_.forwarded : ++n_.dropped;  // a full or vanished peer loses it, as a network would
   }
 
   // Forwards the held messages whose delay is over, in the order they were held.
@@ -242,7 +226,7 @@ class Link {
   // again on a new socket, or a node that ended, leaves its old connection behind.
   void forget_idle() {
     const auto now = Clock::now();
-    closed_ += static_cast<long>(
+    n_.connections_closed += static_cast<long>(
         std::erase_if(connections_, [&](const auto& kv) { return now - kv.second.heard > idle_; }));
   }
 
@@ -256,7 +240,7 @@ class Link {
   std::vector<Rule> rules_;
   std::multimap<Clock::time_point, Held> held_;
   bool terminated_ = false;
-  long forwarded_ = 0, dropped_ = 0, delayed_ = 0, opened_ = 0, closed_ = 0;
+  LinkStats n_;
 };
 
 }  // namespace

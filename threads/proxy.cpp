@@ -29,14 +29,14 @@
 
 #include <chrono>
 #include <ctime>
-#include <nlohmann/json.hpp>
 #include <optional>
-#include <zmq_addon.hpp>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
-#include "sockopts.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/sockopts.hpp"
+#include "src/wire/stats.hpp"
+#include "threads/actors.hpp"
 
 namespace zyolo {
 namespace {
@@ -60,16 +60,11 @@ void forward(zmq::context_t& ctx, zmq::socket_ref control, const Config& config)
   signal_ready(control);
   clockid_t cpu_clock{};
   pthread_getcpuclockid(pthread_self(), &cpu_clock);
-  send_pipe(control, PipeCommand::Stats, text_frames({nlohmann::json{{"cpu_clock", cpu_clock}}.dump()}));
+  send_pipe(control, PipeCommand::Stats, args_of(CpuClock{static_cast<long>(cpu_clock)}));
   zmq::proxy_steerable(frontend, backend, zmq::socket_ref(), control);
   // Unbinds at once (closing alone is asynchronous), so a restarted proxy can bind again.
   frontend.unbind(frontend_endpoint);
   backend.unbind(backend_endpoint);
-}
-
-nlohmann::json counters_json(const ProxyCounters& c) {
-  return {{"messages_in", c.messages_in}, {"bytes_in", c.bytes_in},
-          {"messages_out", c.messages_out}, {"bytes_out", c.bytes_out}};
 }
 
 class Proxy {
@@ -80,10 +75,8 @@ class Proxy {
           forward(c, control, config);
         }) {
     auto m = recv_pipe(forwarder_.pipe());  // its first word after $READY: its CPU clock
-    if (m && m->command == PipeCommand::Stats && !m->args.empty()) {
-      const auto j = nlohmann::json::parse(m->args[0].to_string_view(), nullptr, false);
-      if (j.is_object() && j.contains("cpu_clock")) cpu_clock_ = j["cpu_clock"].get<clockid_t>();
-    }
+    if (m && m->command == PipeCommand::Stats)
+      if (auto clock = decode_args<CpuClock>(m.value())) cpu_clock_ = static_cast<clockid_t>(clock->clock);
   }
 
   // TERMINATE first: the Actor's destructor then sends $TERM, which must never reach a running
@@ -115,9 +108,7 @@ class Proxy {
     if (!m || m->command == PipeCommand::Term) {
       terminated_ = true;
     } else if (m->command == PipeCommand::Stats) {
-      Frames reply = text_frames({stats().dump()});
-      reply.emplace_back();  // no queue waits: the proxy has no queue of its own
-      send_pipe(pipe_, PipeCommand::Stats, std::move(reply));
+      send_pipe(pipe_, PipeCommand::Stats, args_of(stats()));  // no queue waits: it has no queue
     }
   }
 
@@ -127,8 +118,10 @@ class Proxy {
     auto frames = recv_frames(forwarder_.pipe(), zmq::recv_flags::dontwait);
     if (!frames) return;
     auto m = decode_pipe(std::move(*frames));
-    if (m && m->command == PipeCommand::Error)
-      throw std::runtime_error("proxy: " + (m->args.empty() ? std::string() : to_string(m->args[0])));
+    if (m && m->command == PipeCommand::Error) {
+      auto error = decode_args<ErrorText>(m.value());
+      throw std::runtime_error("proxy: " + (error ? error->text : std::string()));
+    }
   }
 
   void command(ProxyCommand c) {
@@ -137,26 +130,26 @@ class Proxy {
   }
 
   // The forwarding thread's counters (libzmq's STATISTICS), and its CPU time.
-  nlohmann::json stats() {
-    nlohmann::json j = nlohmann::json::object();
+  BrokerStats stats() {
+    BrokerStats s;
+    s.proxy.emplace();
     if (cpu_clock_) {
       timespec ts{};
       if (clock_gettime(*cpu_clock_, &ts) == 0)
-        j["cpu_us"] = static_cast<long>(ts.tv_sec) * 1'000'000L + ts.tv_nsec / 1000;
+        s.cpu_us = static_cast<long>(ts.tv_sec) * 1'000'000L + ts.tv_nsec / 1000;
     }
     command(ProxyCommand::Statistics);
     zmq::pollitem_t item{forwarder_.pipe().handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, kStatisticsTimeout);
-    if (!(item.revents & ZMQ_POLLIN)) return j;
+    if (!(item.revents & ZMQ_POLLIN)) return s;
     auto frames = recv_frames(forwarder_.pipe(), zmq::recv_flags::dontwait);
-    if (!frames) return j;
-    auto s = decode_proxy_statistics(*frames);
-    if (!s) return j;
-    j["requests"] = s->frontend.messages_in;
-    j["replies"] = s->backend.messages_in;
-    j["frontend"] = counters_json(s->frontend);
-    j["backend"] = counters_json(s->backend);
-    return j;
+    if (!frames) return s;
+    auto statistics = decode_proxy_statistics(*frames);
+    if (!statistics) return s;
+    s.requests = static_cast<long>(statistics->frontend.messages_in);
+    s.replies = static_cast<long>(statistics->backend.messages_in);
+    *s.proxy = {statistics->frontend, statistics->backend};
+    return s;
   }
 
   zmq::socket_ref pipe_;

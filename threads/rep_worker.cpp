@@ -20,15 +20,13 @@
 // lost, as above) and says [DONE][STATS JSON]. STATS JSON: id, service, served, bad_requests,
 // errors, freezes, reconnects, malformed.
 #include <chrono>
-#include <nlohmann/json.hpp>
 #include <optional>
-#include <zmq_addon.hpp>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
-#include "sockopts.hpp"
-#include "worker_core.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/sockopts.hpp"
+#include "threads/actors.hpp"
+#include "threads/worker_core.hpp"
 
 namespace zyolo {
 namespace {
@@ -58,13 +56,13 @@ class RepWorker : public WorkerCore {
         break;
       }
       if (now >= heard_at_ + silence_) {
-        ++reconnects_;
+        ++n_.reconnects;
         connect();
       }
     }
     if (crashed_) return;
     socket_.reset();
-    if (retire_ && !terminated_) send_pipe(pipe_, PipeCommand::Done, text_frames({stats().dump()}));
+    if (retire_ && !terminated_) say_done();
   }
 
  private:
@@ -84,9 +82,9 @@ class RepWorker : public WorkerCore {
     heard_at_ = Clock::now();
     auto m = decode_rep_request(std::move(*frames));
     if (!m) {
-      ++malformed_;
-      return reply(encode_app_reply("-", 400, nlohmann::json{{"error", fault_name(m.fault())},
-                                                              {"worker", id_}}.dump()));
+      ++n_.malformed;
+      return reply(encode_app_reply(
+          "-", 400, encode_app_result(AppResult::failure(std::string(fault_name(m.fault())), id_))));
     }
     if (!admit_request(&*socket_)) return;
     reply(answer(std::move(m->body)));
@@ -98,24 +96,16 @@ class RepWorker : public WorkerCore {
   void reply(Frames body) {
     auto frames = encode_rep_reply(config_.run.service, std::move(body));
     if (!send_frames(*socket_, frames, zmq::send_flags::dontwait)) {
-      ++reconnects_;
+      ++n_.reconnects;
       connect();
     }
     heard_at_ = Clock::now();
-  }
-
-  nlohmann::json stats() const override {
-    auto j = WorkerCore::stats();
-    j["reconnects"] = reconnects_;
-    j["malformed"] = malformed_;
-    return j;
   }
 
   zmq::context_t& ctx_;
   milliseconds silence_;
   std::optional<zmq::socket_t> socket_;
   Clock::time_point heard_at_;
-  long reconnects_ = 0, malformed_ = 0;
 };
 
 }  // namespace

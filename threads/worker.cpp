@@ -21,19 +21,16 @@
 // during inference would; FREEZE makes it hang inside its next request, deaf to the broker.
 // The work of a request and the pipe commands are WorkerCore's (threads/worker_core.hpp), which
 // the shared queue's REP worker (threads/rep_worker.cpp) shares.
-#include <fmt/format.h>
 
 #include <chrono>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-#include <zmq_addon.hpp>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
-#include "sockopts.hpp"
-#include "worker_core.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/sockopts.hpp"
+#include "threads/actors.hpp"
+#include "threads/worker_core.hpp"
 
 namespace zyolo {
 namespace {
@@ -83,7 +80,7 @@ class Worker : public WorkerCore {
     if (crashed_) return;
     if (retire_ && !terminated_) {
       leave(Clock::now() + silence_);
-      send_pipe(pipe_, PipeCommand::Done, text_frames({stats().dump()}));
+      say_done();
     } else {
       leave(Clock::now() + heartbeat_);
     }
@@ -94,7 +91,7 @@ class Worker : public WorkerCore {
   void connect() {
     socket_.emplace(ctx_, zmq::socket_type::dealer);
     apply_socket_options(*socket_, config_, Side::Connects);
-    socket_->set(zmq::sockopt::routing_id, fmt::format("{}-{:08x}-{}", id_, instance_, ++generation_));
+    socket_->set(zmq::sockopt::routing_id, make_routing_id(id_, instance_, ++generation_));
     socket_->connect(config_.backend());
     send(encode_worker_ready(config_.run.service));
     heard_at_ = Clock::now();
@@ -102,19 +99,8 @@ class Worker : public WorkerCore {
   }
 
   void lost_broker() {
-    if (!leaving_) ++reconnects_;
+    if (!leaving_) ++n_.reconnects;
     socket_.reset();  // closes it: anything queued for the old broker is gone, as it should be
-  }
-
-  // The common counters and this worker's own. (CRASH closes the socket with linger 0 and no
-  // DISCONNECT, so the broker learns of it only by silence; FREEZE sends no heartbeats, so the
-  // broker expires this worker and re-queues the request it holds: see WorkerCore.)
-  nlohmann::json stats() const override {
-    auto j = WorkerCore::stats();
-    j["reconnects"] = reconnects_;
-    j["malformed"] = malformed_;
-    j["crossed_disconnect"] = crossed_;
-    return j;
   }
 
   void on_broker() {
@@ -124,7 +110,7 @@ class Worker : public WorkerCore {
     backoff_ = milliseconds(config_.worker.reconnect_initial_ms);
     auto m = decode_from_broker(std::move(*frames));
     if (!m) {
-      ++malformed_;
+      ++n_.malformed;
       return;
     }
     switch (m->command) {
@@ -157,7 +143,7 @@ class Worker : public WorkerCore {
       if (!m) continue;
       if (m->command == Command::Disconnect) break;  // the broker let it go
       if (m->command == Command::Request) {
-        ++crossed_;
+        ++n_.crossed_disconnect;
         serve(m.value());
       }
     }
@@ -185,10 +171,8 @@ class Worker : public WorkerCore {
   std::optional<zmq::socket_t> socket_;
   Clock::time_point heard_at_, heartbeat_at_;
   bool leaving_ = false;  // DISCONNECT said: the socket closes on the broker's answer
-  long crossed_ = 0;      // requests that crossed its DISCONNECT, served while leaving
   unsigned instance_;
   long generation_ = 0;
-  long reconnects_ = 0, malformed_ = 0;
 };
 
 }  // namespace

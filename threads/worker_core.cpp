@@ -1,16 +1,18 @@
 // What both kinds of worker share: see worker_core.hpp.
-#include "worker_core.hpp"
+#include "threads/worker_core.hpp"
 
 #include <fmt/format.h>
 
 #include <thread>
 
-#include "models.hpp"
+#include "src/yolo/models.hpp"
 
 namespace zyolo {
 
 WorkerCore::WorkerCore(zmq::socket_ref pipe, const Config& config, std::string id)
     : pipe_(pipe), config_(config), id_(std::move(id)) {
+  n_.id = id_;
+  n_.service = config.run.service;
   if (config.worker.model != "none")  // load first: connecting must mean ready to serve
     detector_.emplace(detector_options(config, config.worker.model));
 }
@@ -24,13 +26,13 @@ void WorkerCore::on_pipe() {
   if (!m || m->command == PipeCommand::Term) {
     terminated_ = true;
   } else if (m->command == PipeCommand::Stats) {
-    send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+    send_pipe(pipe_, PipeCommand::Stats, args_of(stats()));
   } else if (m->command == PipeCommand::Crash) {
     crash_at_ = Clock::now() + milliseconds(config_.broker.heartbeat_ms);  // or sooner: at the next request
   } else if (m->command == PipeCommand::Retire) {
     retire_ = true;
-  } else if (m->command == PipeCommand::Freeze && !m->args.empty()) {
-    freeze_for_ = milliseconds(std::stol(to_string(m->args[0])));
+  } else if (m->command == PipeCommand::Freeze) {
+    if (auto freeze = decode_args<Freeze>(m.value())) freeze_for_ = freeze->duration;
   }
 }
 
@@ -54,34 +56,33 @@ bool WorkerCore::admit_request(zmq::socket_t* socket) {
 void WorkerCore::crash(zmq::socket_t* socket) {
   crashed_ = terminated_ = true;
   if (socket) socket->set(zmq::sockopt::linger, 0);  // whatever sockets.linger_ms says
-  send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+  send_pipe(pipe_, PipeCommand::Stats, args_of(stats()));
 }
 
 // FREEZE: hangs for the time asked, hearing only the pipe: nothing is read from the socket and
 // nothing goes out on it (an MDP worker sends no heartbeats), as a worker stuck in inference.
 void WorkerCore::hang() {
-  ++freezes_;
+  ++n_.freezes;
   const auto deadline = Clock::now() + freeze_for_;
   freeze_for_ = milliseconds(0);
   wait_on_pipe(deadline);
 }
 
-nlohmann::json WorkerCore::stats() const {
-  return {{"id", id_},         {"service", config_.run.service}, {"served", served_},
-          {"bad_requests", bad_requests_}, {"errors", errors_}, {"freezes", freezes_}};
-}
+WorkerStats WorkerCore::stats() const { return n_; }
+
+void WorkerCore::say_done() { send_pipe(pipe_, PipeCommand::Done, args_of(stats())); }
 
 Frames WorkerCore::answer(Frames body) {
   auto request = decode_app_request(std::move(body));
   if (!request) {
-    ++bad_requests_;
-    return encode_app_reply("-", 400, error_json(fault_name(request.fault())));
+    ++n_.bad_requests;
+    return encode_app_reply("-", 400, error_result(fault_name(request.fault())));
   }
   if (detector_) return detect(request.value());
   if (config_.worker.service_ms > 0)  // simulated work: the thread is busy, as inference is
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(config_.worker.service_ms));
-  ++served_;
-  const std::string json = fmt::format(R"({{"worker":"{}","service":"{}"}})", id_, config_.run.service);
+  ++n_.served;
+  const std::string json = encode_app_result(AppResult::from(id_, config_.run.service));
   return encode_app_reply(request->id, 200, json, std::move(request->payload));
 }
 
@@ -94,31 +95,26 @@ Frames WorkerCore::detect(AppRequest& request) {
   cv::Mat image = decode_image(request.payload.data(), request.payload.size());
   times.decode_ms = Ms(Clock::now() - t0).count();
   if (image.empty()) {
-    ++bad_requests_;
-    return encode_app_reply(request.id, 400, error_json("not a decodable image"));
+    ++n_.bad_requests;
+    return encode_app_reply(request.id, 400, error_result("not a decodable image"));
   }
   try {
     const auto detections = detector_->detect(image, &times);
-    ++served_;
-    const nlohmann::ordered_json j = {
-        {"worker", id_},
-        {"service", config_.run.service},
-        {"width", image.cols},
-        {"height", image.rows},
-        {"detections", detections_json(detections)},
-        {"times_ms",
-         {{"decode", times.decode_ms}, {"pre", times.pre_ms}, {"inference", times.infer_ms},
-          {"post", times.post_ms}}}};
-    return encode_app_reply(
-        request.id, 200, j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    ++n_.served;
+    AppResult result = AppResult::from(id_, config_.run.service);
+    result.width = image.cols;
+    result.height = image.rows;
+    result.detections = detections_json(detections);
+    result.times_ms = std::array{times.decode_ms, times.pre_ms, times.infer_ms, times.post_ms};
+    return encode_app_reply(request.id, 200, encode_app_result(result));
   } catch (const cv::Exception& e) {
-    ++errors_;
-    return encode_app_reply(request.id, 500, error_json(e.what()));
+    ++n_.errors;
+    return encode_app_reply(request.id, 500, error_result(e.what()));
   }
 }
 
-std::string WorkerCore::error_json(std::string_view what) const {
-  return nlohmann::json{{"error", what}, {"worker", id_}, {"service", config_.run.service}}.dump();
+std::string WorkerCore::error_result(std::string_view what) const {
+  return encode_app_result(AppResult::failure(std::string(what), id_, config_.run.service));
 }
 
 }  // namespace zyolo

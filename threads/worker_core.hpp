@@ -7,15 +7,16 @@
 #pragma once
 
 #include <chrono>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <zmq.hpp>
 
-#include "config.hpp"
-#include "detector.hpp"
-#include "protocol.hpp"
+#include "src/config/config.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "src/wire/stats.hpp"
+#include "src/yolo/detector.hpp"
 
 namespace zyolo {
 
@@ -49,8 +50,11 @@ class WorkerCore {
   // its peer. The STATS it sends is bookkeeping for the report, not something a crash would say.
   void crash(zmq::socket_t* socket);
 
-  // The counters every worker has; a derived worker adds its own.
-  virtual nlohmann::json stats() const;
+  // The worker's counters: the work's, and what the derived worker counts in n_ (reconnects,
+  // malformed messages, requests that crossed its DISCONNECT).
+  WorkerStats stats() const;
+  // RETIRE done: [DONE][its counters] on the pipe, its last word.
+  void say_done();
 
   // The time until `t`, rounded up: a poll timeout.
   static milliseconds until(Clock::time_point t);
@@ -61,15 +65,16 @@ class WorkerCore {
   bool terminated_ = false, crashed_ = false;
   bool retire_ = false;  // RETIRE asked: leave after the request in hand
   Clock::time_point crash_at_ = Clock::time_point::max();  // CRASH asked: at the latest then
+  WorkerStats n_;  // the counters
 
  private:
   void hang();
   Frames detect(AppRequest& request);
-  std::string error_json(std::string_view what) const;
+  // A reply's result JSON saying what went wrong.
+  std::string error_result(std::string_view what) const;
 
   std::optional<Detector> detector_;  // nothing: the echo worker
   milliseconds freeze_for_{0};        // > 0: the next request hangs this long first
-  long served_ = 0, bad_requests_ = 0, errors_ = 0, freezes_ = 0;
 };
 
 }  // namespace zyolo

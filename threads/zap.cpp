@@ -6,15 +6,13 @@
 //
 // The handler must be bound before the broker's sockets are (the supervisor starts it first and
 // waits for its $READY): a CURVE socket whose context has no ZAP handler lets everyone in.
-#include <zmq.h>
-
-#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 
-#include "actor.hpp"
-#include "actors.hpp"
-#include "protocol.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/stats.hpp"
+#include "src/wire/zap.hpp"
+#include "threads/actors.hpp"
 
 namespace zyolo {
 namespace {
@@ -37,40 +35,37 @@ class ZapHandler {
       if (items[0].revents & ZMQ_POLLIN) {
         auto m = recv_pipe(pipe_);
         if (!m || m->command == PipeCommand::Term) return;
-        if (m->command == PipeCommand::Stats) send_pipe(pipe_, PipeCommand::Stats, text_frames({stats().dump()}));
+        if (m->command == PipeCommand::Stats) send_pipe(pipe_, PipeCommand::Stats, args_of(stats()));
       }
       if (items[1].revents & ZMQ_POLLIN) on_request();
     }
   }
 
  private:
-  // A ZAP request: version, request id, domain, address, routing id, mechanism, credentials.
+  // A ZAP request: 200 for a CURVE key on the allow-list, 400 for anything else.
   void on_request() {
-    auto request = recv_frames(socket_, zmq::recv_flags::dontwait);
-    if (!request) return;
-    auto& f = *request;
-    std::string id = f.size() > 1 ? f[1].to_string() : "";
+    auto frames = recv_frames(socket_, zmq::recv_flags::dontwait);
+    if (!frames) return;
+    std::string request_id;
+    auto request = decode_zap_request(*frames, &request_id);
     std::string status = "400", text = "not a ZAP/1.0 CURVE request", user;
-    if (f.size() >= 7 && f[0].to_string_view() == "1.0" && f[5].to_string_view() == "CURVE" &&
-        f[6].size() == 32) {
-      char z85[41];
-      zmq_z85_encode(z85, static_cast<const uint8_t*>(f[6].data()), 32);
-      if (allowed_.contains(z85)) {
-        status = "200", text = "OK", user = z85;
-        ++accepted_;
-      } else {
+    if (request && allowed_.contains(request->public_key)) {
+      status = "200", text = "OK", user = request->public_key;
+      ++accepted_;
+    } else {
+      if (request) {
         text = "public key not on the allow-list";
-        if (refused_keys_.size() < kRefusedKeysKept) refused_keys_.insert(z85);
+        if (refused_keys_.size() < kRefusedKeysKept) refused_keys_.insert(request->public_key);
       }
+      ++refused_;
     }
-    if (status != "200") ++refused_;
-    Frames reply = text_frames({"1.0", id, status, text, user, ""});
+    Frames reply = encode_zap_reply(request_id, status, text, user);
     send_frames(socket_, reply);
   }
 
-  nlohmann::json stats() const {
-    return {{"allowed_keys", allowed_.size()}, {"accepted", accepted_}, {"refused", refused_},
-            {"refused_keys", refused_keys_}};
+  ZapStats stats() const {
+    return {static_cast<long>(allowed_.size()), accepted_, refused_,
+            {refused_keys_.begin(), refused_keys_.end()}};
   }
 
   zmq::socket_ref pipe_;

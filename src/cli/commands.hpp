@@ -1,0 +1,56 @@
+// Subcommands of the zyolo binary. Each add_* registers one on the root CLI11 app and returns
+// what to run once parsing succeeded. The action returns the process exit code (see cli.hpp); it
+// may throw ConfigError (exit 2) or another exception (exit 3), which cli_main turns into a
+// one-line message.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace zyolo {
+
+struct Subcommand {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+// The detector's flags, shared by `run` and `detect` (src/cli/cmd_common.cpp).
+// --config FILE, which may be given several times: each file overlays config/default.toml and the
+// files before it, in the order given (src/cli/cmd_common.cpp). Every subcommand that reads the
+// configuration takes it.
+struct Config;
+void add_config_flag(CLI::App& command, std::vector<std::string>& files);
+Config config_from_files(const std::vector<std::string>& files);
+
+struct DetectorFlags {
+  std::string family;
+  double conf = 0, nms = 0;
+  int input_size = 0, cv_threads = 0;
+};
+void add_detector_flags(CLI::App& command, DetectorFlags& flags);
+// Overrides the worker.* keys of `config` with each detector flag the user gave.
+void apply_detector_flags(Config& config, const CLI::App& command, const DetectorFlags& flags);
+
+// Overrides run.requests / run.duration_s with --requests / --duration when given (one switches
+// the other off), and autoscale.* with --autoscale, --min-workers, --max-workers (the bounds
+// need the controller: a ConfigError otherwise). Flags the command lacks count as not given.
+void apply_run_length_flags(Config& config, const CLI::App& command, long requests, double duration);
+void apply_autoscale_flags(Config& config, const CLI::App& command, bool autoscale, int min_workers,
+                           int max_workers);
+
+// Settles each pool's model (config.pools is filled in): a path or "none", never "auto", so errors
+// come before any thread starts; and sets OpenCV's one thread pool to worker.cv_threads.
+void settle_pool_models(Config& config);
+
+Subcommand add_run_command(CLI::App& root);     // src/cli/cmd_run.cpp: zyolo run
+// src/cli/cmd_nodes.cpp: the actors of `zyolo run`, one kind per process, over tcp or ipc.
+Subcommand add_broker_command(CLI::App& root);   // zyolo broker
+Subcommand add_workers_command(CLI::App& root);  // zyolo workers
+Subcommand add_clients_command(CLI::App& root);  // zyolo clients
+Subcommand add_keygen_command(CLI::App& root);   // src/cli/cmd_keygen.cpp: zyolo keygen (CURVE keys)
+Subcommand add_detect_command(CLI::App& root);  // src/cli/cmd_detect.cpp: zyolo detect
+Subcommand add_scenarios_command(CLI::App& root);  // src/cli/cmd_run.cpp: zyolo scenarios
+
+}  // namespace zyolo

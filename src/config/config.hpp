@@ -1,0 +1,144 @@
+// Configuration: one struct that holds every setting of a run. Its values come, in this order, from
+// config/default.toml (compiled in), an optional --config file, and command-line flags.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace zyolo {
+
+struct RunConfig {
+  int clients = 0;
+  int workers = 0;
+  long requests = 0;
+  double duration_s = 0;
+  std::string service;
+  std::string transport;  // inproc | ipc | tcp (resolved: never empty after load)
+  std::string broker;     // mdp (the load-balancing MDP broker) | proxy (the shared queue)
+  int report_interval_ms = 0;
+  int progress_ms = 0;
+  // Every duration of the run's time line is this many times its configured length (zyolo run
+  // --time-scale; scale_time_line in scenario.hpp): 0.5 plays the same run in half the time.
+  double time_scale = 1.0;
+};
+
+struct EndpointConfig {
+  std::string inproc_frontend, inproc_backend;
+  std::string ipc_frontend, ipc_backend;
+  std::string tcp_frontend, tcp_backend;
+  // Where the broker publishes demand (control traffic, read by the controller).
+  std::string inproc_control, ipc_control, tcp_control;
+};
+
+struct BrokerConfig {
+  int heartbeat_ms = 0;
+  int liveness = 0;
+  int max_queue = 0;
+  long max_message_bytes = 0;
+};
+
+// The controller's policy (threads/controller.cpp): how many workers each service needs.
+struct AutoscaleConfig {
+  bool enabled = false;
+  int min_workers = 0, max_workers = 0;
+  double target_in_flight = 0;  // requests in the system (queued + being served) per worker
+  int interval_ms = 0;          // the broker measures and publishes demand this often
+  int client_window_ms = 0;     // a client is active if it sent a request within this window
+  int up_delay_ms = 0, down_delay_ms = 0;  // how long demand must ask for more (fewer) workers
+  int max_step_up = 0, max_step_down = 0;  // workers started (retired) per evaluation; 0: any
+};
+
+// [sockets]: ZeroMQ options of every data-plane socket (src/wire/sockopts.hpp).
+struct SocketConfig {
+  int linger_ms = 0;
+  int sndhwm = 0, rcvhwm = 0;
+  int reconnect_ivl_ms = 0, reconnect_ivl_max_ms = 0;
+  int heartbeat_ivl_ms = 0, heartbeat_timeout_ms = 0;
+};
+
+// [curve]: CURVE security (RFC 26) between the processes of a fleet (zyolo broker, workers and
+// clients over tcp or ipc; src/wire/curve.hpp). Off while `key` is "".
+struct CurveConfig {
+  std::string key;         // this process's key-pair file (`zyolo keygen NAME` writes NAME.key)
+  std::string server_key;  // workers and clients: the broker's public-key file (NAME.pub)
+  std::string allow;       // the broker: a folder of the public keys (*.pub) it lets in
+  // Filled in from those files by settle_curve (Z85 text, 40 characters each).
+  std::string public_key, secret_key, server_public_key;
+  std::vector<std::string> allowed;
+  bool enabled() const { return !key.empty(); }
+};
+
+struct WorkerConfig {
+  std::string model;        // a path, "none" or "auto"
+  std::string auto_models;  // ':'-separated candidates for "auto"
+  std::string family;
+  double conf_threshold = 0, nms_threshold = 0;
+  int input_size = 0;
+  std::string names;
+  int cv_threads = 0;
+  double service_ms = 0;
+  int reconnect_initial_ms = 0;
+  int reconnect_max_ms = 0;
+};
+
+struct ClientConfig {
+  int timeout_ms = 0;
+  int deadline_ms = 0;
+  int payload_bytes = 0;
+  std::string images;  // a folder of .jpg/.png, or "" for synthesised images
+  std::string save_detections;  // a JSON Lines file for every answered request's detections
+};
+
+// One pool of workers: its service name, its model and how many workers.
+struct PoolConfig {
+  std::string service;
+  std::string model;  // a path, "none" or "auto"
+  int workers = 1;
+};
+
+struct Config {
+  RunConfig run;
+  EndpointConfig endpoints;
+  BrokerConfig broker;
+  WorkerConfig worker;
+  ClientConfig client;
+  AutoscaleConfig autoscale;
+  SocketConfig sockets;
+  CurveConfig curve;
+  // [[pools]]: several worker pools in one fleet. Empty: one pool of run.workers workers serving
+  // run.service with worker.model. Clients spread over the pools' services round-robin.
+  std::vector<PoolConfig> pools;
+
+  // The pools to start: `pools`, or else the one pool of run.service, worker.model, run.workers.
+  std::vector<PoolConfig> pools_or_default() const;
+
+  // The frontend (client-facing) and backend (worker-facing) endpoints of the chosen transport.
+  std::string frontend() const;
+  std::string backend() const;
+  std::string control() const;  // where the broker publishes demand
+};
+
+// A configuration error: the message names the file, the key and what is wrong with it.
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The defaults of config/default.toml.
+Config default_config();
+
+// Overlays the TOML text `toml` (named `source` in errors) onto `config`. Throws ConfigError.
+// Top-level keys named in `skip` belong to the caller (a scenario's events) and are left alone.
+void apply_toml(Config& config, std::string_view toml, const std::string& source,
+                const std::vector<std::string_view>& skip = {});
+
+// Overlays the TOML file at `path`. Throws ConfigError if it is missing or bad.
+void apply_toml_file(Config& config, const std::string& path);
+
+// Checks cross-field rules and ranges of a whole run; throws ConfigError naming the key.
+void validate(Config& config);
+// The same for the [worker] keys alone (what `zyolo detect` uses).
+void validate_worker(const Config& config);
+
+}  // namespace zyolo

@@ -1,0 +1,589 @@
+// The supervisor: see supervisor.hpp.
+#include "src/fleet/supervisor.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "src/fleet/player.hpp"
+#include "src/fleet/signals.hpp"
+#include "src/fleet/timeline.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/stats.hpp"
+#include "src/yolo/detector.hpp"
+#include "threads/actors.hpp"
+
+namespace zyolo {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Waits up to `timeout` for an actor's STATS message (or DONE, a retiring worker's or a client's
+// last word, which carries the same counters).
+std::optional<PipeMessage> wait_stats(Actor& actor, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    zmq::pollitem_t item{actor.pipe().handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+    if (!(item.revents & ZMQ_POLLIN)) break;
+    auto m = recv_pipe(actor.pipe());
+    if (m && (m->command == PipeCommand::Stats || m->command == PipeCommand::Done)) return std::move(*m);
+  }
+  return std::nullopt;
+}
+
+// The counters of a STATS (or DONE) message, when it came and decodes.
+template <class T>
+std::optional<T> stats_of(const std::optional<PipeMessage>& m) {
+  if (!m) return std::nullopt;
+  auto s = decode_args<T>(*m);
+  return s ? std::optional<T>(std::move(*s)) : std::nullopt;
+}
+
+// Asks an actor for its STATS and waits up to `timeout` for the answer.
+template <class T>
+std::optional<T> ask_stats(Actor& actor, milliseconds timeout) {
+  if (!send_pipe(actor.pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait)) return std::nullopt;
+  return stats_of<T>(wait_stats(actor, timeout));
+}
+
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// Where the link listens for nodes when a scenario needs one (the link itself connects to the
+// broker's endpoints of the run's transport).
+constexpr const char* kLinkClients = "inproc://zyolo-link-clients";
+constexpr const char* kLinkWorkers = "inproc://zyolo-link-workers";
+
+struct WorkerSlot {
+  std::unique_ptr<Actor> actor;  // null once it crashed or left
+  std::string id;
+  PoolConfig pool;
+  double started_s = 0;
+  bool retiring = false;  // RETIRE sent: it leaves once it holds nothing, and says DONE
+};
+
+struct ClientSlot {
+  std::unique_ptr<Actor> actor;
+  std::string id;
+  bool done = false, retiring = false;
+};
+
+class Supervisor final : private FleetControl {
+ public:
+  Supervisor(const Config& config, const FleetOptions& options)
+      : config_(config), options_(options), timeline_(config.autoscale.enabled && options.workers),
+        progress_(options.progress, options.announce) {}
+
+  Report run() {
+    report_.clients = options_.clients ? config_.run.clients : 0;
+    report_.transport = config_.run.transport;
+    report_.time_scale = config_.run.time_scale;
+    report_.broker_kind = config_.run.broker;
+    for (const auto& pool : pools_) {
+      const int n = options_.workers ? initial_workers(pool) : 0;
+      report_.workers_started += n;
+      report_.pools.push_back({pool.service, options_.workers ? pool.model : "(another process)", n});
+    }
+    if (options_.scenario) {
+      report_.scenario = options_.scenario->name;
+      player_.emplace(*options_.scenario, report_.workers_started);
+    }
+    report_.autoscale.enabled = config_.autoscale.enabled;
+    report_.autoscale.policy = config_.autoscale;
+    if (!config_.client.save_detections.empty()) {
+      detections_out_.open(config_.client.save_detections);
+      if (!detections_out_)
+        throw std::runtime_error("--save-detections " + config_.client.save_detections +
+                                 ": cannot write");
+    }
+    start_ = Clock::now();
+    start_us_ = now_us();
+    start_actors();
+    if (options_.on_started) options_.on_started();
+    loop();
+    stop_actors();
+    sink_.finish(report_, start_us_, config_.run.report_interval_ms);
+    return report_;
+  }
+
+ private:
+  double seconds(Clock::time_point t) const { return std::chrono::duration<double>(t - start_).count(); }
+  double now_s() const { return seconds(Clock::now()); }
+  Clock::time_point at(double s) const {
+    return start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  }
+
+  void start_actors() {
+    prepare_image_codecs();  // before workers decode concurrently for the first time
+    const Scenario* scenario = options_.scenario;
+    if (scenario && scenario->uses_link()) {
+      const LinkEndpoints ends{kLinkClients, kLinkWorkers, config_.frontend(), config_.backend()};
+      const int idle_ms = 2 * std::max(config_.broker.heartbeat_ms * config_.broker.liveness,
+                                       config_.client.timeout_ms) + 1000;
+      const uint64_t seed = scenario->seed;
+      link_ = std::make_unique<Actor>(ctx_, "link", [ends, idle_ms, seed](zmq::context_t& ctx, zmq::socket_ref p) {
+        link(ctx, p, ends, idle_ms, seed);
+      });
+    }
+    if (options_.broker && config_.curve.enabled()) {  // the doorman first: see threads/zap.cpp
+      const std::vector<std::string> allowed = config_.curve.allowed;
+      zap_ = std::make_unique<Actor>(ctx_, "zap", [allowed](zmq::context_t& ctx, zmq::socket_ref p) {
+        zap_handler(ctx, p, allowed);
+      });
+    }
+    if (options_.broker) start_broker();
+    std::map<std::string, int> sizes;
+    for (const auto& pool : options_.workers ? pools_ : std::vector<PoolConfig>{}) {
+      sizes[pool.service] = initial_workers(pool);
+      for (int k = 0; k < initial_workers(pool); ++k) add_worker(pool);
+    }
+    if (config_.autoscale.enabled && options_.workers) {
+      const Config c = config_;
+      controller_ = std::make_unique<Actor>(ctx_, "controller", [c, sizes](zmq::context_t& ctx, zmq::socket_ref p) {
+        controller(ctx, p, c, sizes);
+      });
+    }
+    const long per = config_.run.requests / config_.run.clients,
+               extra = config_.run.requests % config_.run.clients;
+    if (!options_.clients) return;
+    for (int i = 0; i < config_.run.clients; ++i) start_client(per + (i < extra ? 1 : 0), config_.run.duration_s);
+  }
+
+  // The workers a pool starts with: its own count, within the controller's bounds if it has one.
+  int initial_workers(const PoolConfig& pool) const {
+    if (!config_.autoscale.enabled) return pool.workers;
+    return std::clamp(pool.workers, config_.autoscale.min_workers, config_.autoscale.max_workers);
+  }
+
+  // The configuration an actor of `pool` sees: its service, its model, and the endpoints it
+  // connects to (the link's, when there is one).
+  Config for_pool(const PoolConfig& pool) const {
+    Config c = config_;
+    c.run.service = pool.service;
+    c.worker.model = pool.model;
+    if (link_) {
+      c.run.transport = "inproc";
+      c.endpoints.inproc_frontend = kLinkClients;
+      c.endpoints.inproc_backend = kLinkWorkers;
+    }
+    return c;
+  }
+
+  bool proxy_mode() const { return config_.run.broker == "proxy"; }
+
+  // Starts a worker of `pool` (a REP worker with --broker proxy). With `wait`, returns once it
+  // has registered (a scenario's new worker is there when the event says so); without, at once:
+  // the $READY comes to the loop later, so a model loading does not hold up the supervisor (the
+  // controller's workers).
+  WorkerSlot& add_worker(const PoolConfig& pool, bool wait = true) {
+    const Config wc = for_pool(pool);
+    std::string id = fmt::format("w{}", workers_.size());
+    const bool rep = proxy_mode();
+    auto body = [wc, id, rep](zmq::context_t& ctx, zmq::socket_ref p) {
+      rep ? rep_worker(ctx, p, wc, id) : worker(ctx, p, wc, id);
+    };
+    auto actor = wait ? std::make_unique<Actor>(ctx_, "worker-" + id, body)
+                      : std::make_unique<Actor>(ctx_, "worker-" + id, body, Actor::NoWait{});
+    workers_.push_back({std::move(actor), id, pool, now_s()});
+    return workers_.back();
+  }
+
+  void start_client(long requests, double duration_s) {
+    const std::size_t i = clients_.size();
+    Config cc = for_pool(pools_[i % pools_.size()]);
+    cc.run.duration_s = duration_s;
+    std::string id = fmt::format("c{}", i);
+    auto actor = std::make_unique<Actor>(ctx_, "client-" + id, [cc, id, requests](zmq::context_t& ctx, zmq::socket_ref p) {
+      client(ctx, p, cc, id, requests);
+    });
+    clients_.push_back({std::move(actor), id});
+  }
+
+  // Poll items for the pipes of the clients not done yet; returns their indexes in clients_.
+  std::vector<std::size_t> client_poll_items(std::vector<zmq::pollitem_t>& items) {
+    std::vector<std::size_t> index;
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      if (clients_[i].done) continue;
+      items.push_back({clients_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      index.push_back(i);
+    }
+    return index;
+  }
+
+  // Clients still issuing requests (neither done nor retiring).
+  std::size_t active_clients() const {
+    return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(),
+                                                  [](const ClientSlot& c) { return !c.done && !c.retiring; }));
+  }
+
+  std::size_t running_clients() const {
+    return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(),
+                                                  [](const ClientSlot& c) { return !c.done; }));
+  }
+
+  // Polls the pipes of clients, workers and controller (and the signal descriptor) until every
+  // client is done, playing the scenario's steps on time.
+  void loop() {
+    const milliseconds interval(config_.run.report_interval_ms), refresh(config_.run.progress_ms);
+    auto row_at = start_ + interval;
+    auto progress_at = start_ + refresh;
+    while ((running_clients() > 0 || !options_.clients) && !report_.interrupted) {
+      std::vector<zmq::pollitem_t> items;
+      const auto index = client_poll_items(items);
+      const std::size_t first_worker = items.size();
+      std::vector<std::size_t> worker_index;
+      for (std::size_t i = 0; i < workers_.size(); ++i) {
+        if (!workers_[i].actor) continue;
+        items.push_back({workers_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+        worker_index.push_back(i);
+      }
+      if (controller_) items.push_back({controller_->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      items.push_back({nullptr, signals_.fd(), ZMQ_POLLIN, 0});
+      auto wake = options_.progress ? std::min(row_at, progress_at) : row_at;
+      if (const auto step = player_ ? player_->next_at() : std::nullopt) wake = std::min(wake, at(*step));
+      zmq::poll(items, std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
+                                                     wake - Clock::now()) + milliseconds(1)));
+      for (std::size_t k = 0; k < index.size(); ++k)
+        if (items[k].revents & ZMQ_POLLIN) on_client(index[k]);
+      for (std::size_t k = 0; k < worker_index.size(); ++k)
+        if (items[first_worker + k].revents & ZMQ_POLLIN) on_worker(worker_index[k]);
+      if (controller_ && (items[items.size() - 2].revents & ZMQ_POLLIN)) on_controller();
+      if (items.back().revents & ZMQ_POLLIN) report_.interrupted = true;
+      if (player_ && !report_.interrupted) player_->play_due(now_s(), *this, report_.events);
+      const auto now = Clock::now();
+      if (now >= row_at) {
+        add_row(now);
+        row_at += interval;
+      }
+      if (options_.progress && now >= progress_at) {
+        progress_.draw(seconds(now), sink_.answered(), sink_.count(), config_.run.duration_s,
+                       config_.run.requests, broker_ != nullptr);
+        progress_at = now + refresh;
+      }
+    }
+    progress_.clear();
+    report_.elapsed_s = now_s();
+    add_row(Clock::now());
+  }
+
+  // Handles one message from client i; marks it done when it just finished (DONE, or the STATS
+  // an interrupted client answers with, or $ERROR).
+  void on_client(std::size_t i) {
+    auto& slot = clients_[i];
+    auto m = recv_pipe(slot.actor->pipe());
+    if (!m || slot.done) return;
+    switch (m->command) {
+      case PipeCommand::Records:
+        if (auto records = decode_args<ClientRecords>(*m)) sink_.add(static_cast<uint32_t>(i), *records);
+        return;
+      case PipeCommand::Detections:
+        if (auto d = decode_args<DetectionLines>(*m)) detections_out_ << d->lines;
+        return;
+      case PipeCommand::Done:
+      case PipeCommand::Stats:
+        if (auto totals = decode_args<ClientTotals>(*m)) add_totals(*totals);
+        break;
+      case PipeCommand::Error:  // it will send nothing more; its request in flight is lost
+        report_.actor_errors.push_back(fmt::format("{}: {}", slot.actor->name(), error_text(*m)));
+        break;
+      default:
+        return;
+    }
+    slot.done = true;
+    if (slot.retiring) slot.actor.reset();  // it left mid-run: its thread is not needed any more
+  }
+
+  static std::string error_text(const PipeMessage& m) {
+    auto e = decode_args<ErrorText>(m);
+    return e ? e->text : fmt::format("(unreadable $ERROR: {})", fault_name(e.fault()));
+  }
+
+  // Handles one message from worker i: its late $READY or $ERROR (started without waiting), or
+  // its DONE when it retired.
+  void on_worker(std::size_t i) {
+    auto& w = workers_[i];
+    auto m = recv_pipe(w.actor->pipe());
+    if (!m) return;
+    if (m->command == PipeCommand::Error) {
+      report_.actor_errors.push_back(fmt::format("{}: {}", w.actor->name(), error_text(*m)));
+      record_worker(w, std::nullopt);
+      w.actor.reset();
+    } else if (m->command == PipeCommand::Done) {
+      record_worker(w, stats_of<WorkerStats>(std::move(*m)));
+      w.actor.reset();
+    }
+  }
+
+  void add_totals(const ClientTotals& t) {
+    report_.sent += t.sent;
+    report_.duplicates_dropped += t.duplicates_dropped;
+    report_.mismatched += t.mismatched;
+    report_.wrong_service += t.wrong_service;
+    report_.answered_by_service[t.service] += t.answered;
+  }
+
+  // --- the controller ----------------------------------------------------------------------------
+
+  // One evaluation of the controller: kept for the timeline; a change is carried out.
+  void on_controller() {
+    auto m = recv_pipe(controller_->pipe());
+    if (!m || m->command != PipeCommand::Scale) return;
+    auto d = decode_args<ScaleDecision>(*m);
+    if (!d) return;
+    const auto pool = std::find_if(pools_.begin(), pools_.end(), [&](const auto& p) { return p.service == d->service; });
+    if (pool == pools_.end()) return;
+    timeline_.note(*d);
+    const int to = static_cast<int>(d->desired);
+    const int from = static_cast<int>(d->previous);
+    if (to == from) return;
+    report_.autoscale.decisions.push_back({now_s(), d->service, from, to, d->demand, d->clients, d->registered});
+    resize(*pool, static_cast<std::size_t>(to));
+    announce("autoscale", fmt::format("{}: {} -> {} workers (demand {:.2f})", d->service, from, to, d->demand),
+             now_s());
+  }
+
+  // Starts workers of `pool` (without waiting for them) or retires its newest, until `count`
+  // are running and not retiring.
+  void resize(const PoolConfig& pool, std::size_t count) {
+    std::size_t running = running_in(pool.service);
+    for (; running < count; ++running) {
+      add_worker(pool, false);
+      ++report_.autoscale.started;
+    }
+    for (auto it = workers_.rbegin(); it != workers_.rend() && running > count; ++it) {
+      if (!it->actor || it->retiring || it->pool.service != pool.service) continue;
+      retire(*it);
+      ++report_.autoscale.retired;
+      --running;
+    }
+  }
+
+  // Asks a worker to leave gracefully; its DONE comes to on_worker.
+  void retire(WorkerSlot& w) {
+    send_pipe(w.actor->pipe(), PipeCommand::Retire);
+    w.retiring = true;
+  }
+
+  std::size_t running_in(const std::string& service) const {
+    return static_cast<std::size_t>(std::count_if(workers_.begin(), workers_.end(), [&](const WorkerSlot& w) {
+      return w.actor && !w.retiring && w.pool.service == service;
+    }));
+  }
+
+  // --- what a scenario does (FleetControl) -------------------------------------------------------
+
+  bool broker_running() const override { return broker_ != nullptr; }
+  const char* broker_name() const override { return proxy_mode() ? "proxy" : "broker"; }
+
+  // Starts a broker on the run's endpoints: the MDP broker, or the shared queue's proxy
+  // (--broker proxy). After a kill, the old one's endpoints may take a moment to be released
+  // (tcp): a failed bind is tried again for up to 5 s.
+  void start_broker() override {
+    const Config c = config_;
+    const bool queue = proxy_mode();
+    const Actor::Body body = [c, queue](zmq::context_t& ctx, zmq::socket_ref p) {
+      queue ? proxy(ctx, p, c) : broker(ctx, p, c);
+    };
+    for (int attempt = 0;; ++attempt) {
+      try {
+        broker_ = std::make_unique<Actor>(ctx_, broker_name(), body);
+        ++report_.broker_incarnations;
+        return;
+      } catch (const ActorError&) {
+        if (attempt >= 50) throw;
+        std::this_thread::sleep_for(milliseconds(100));  // back-off between bind attempts
+      }
+    }
+  }
+
+  // Stops the broker, adding its counters to those of the brokers before it.
+  void kill_broker() override {
+    if (auto s = broker_stats(milliseconds(2000))) {
+      if (report_.broker) {
+        add(*report_.broker, *s);
+      } else {
+        report_.broker = std::move(*s);
+      }
+    }
+    broker_.reset();
+  }
+
+  std::vector<std::string> running_workers() const override {
+    std::vector<std::string> ids;
+    for (const auto& w : workers_)
+      if (w.actor && !w.retiring) ids.push_back(w.id);
+    return ids;
+  }
+
+  WorkerSlot* find_worker(const std::string& id) {
+    for (auto& w : workers_)
+      if (w.id == id) return &w;
+    return nullptr;
+  }
+
+  void crash_worker(const std::string& id) override {
+    if (auto* w = find_worker(id); w && w->actor) stop_worker(*w, PipeCommand::Crash);
+  }
+
+  void freeze_worker(const std::string& id, milliseconds how_long) override {
+    if (auto* w = find_worker(id); w && w->actor)
+      send_pipe(w->actor->pipe(), PipeCommand::Freeze, args_of(Freeze{how_long}));
+  }
+
+  void retire_worker(const std::string& id) override {
+    if (auto* w = find_worker(id); w && w->actor) retire(*w);
+  }
+
+  std::string start_worker(const std::string& like) override {
+    const WorkerSlot* w = like.empty() ? nullptr : find_worker(like);
+    return add_worker(w ? w->pool : pools_.front()).id;
+  }
+
+  // Starts clients or retires the newest ones until `count` are running.
+  std::string set_clients(std::size_t count, double t) override {
+    std::size_t running = active_clients();
+    const double remaining = config_.run.duration_s - t;
+    if (count > running && remaining > 0.1) {
+      const std::size_t first = clients_.size();
+      for (std::size_t k = running; k < count; ++k) start_client(0, remaining);
+      return fmt::format("{} -> {} clients (c{}..c{} started)", running, count, first, clients_.size() - 1);
+    }
+    std::vector<std::string> ids;
+    for (auto it = clients_.rbegin(); it != clients_.rend() && running > count; ++it) {
+      if (it->done || it->retiring) continue;
+      send_pipe(it->actor->pipe(), PipeCommand::Retire);
+      it->retiring = true;
+      ids.push_back(it->id);
+      --running;
+    }
+    return ids.empty() ? fmt::format("{} clients: no change", running)
+                       : fmt::format("{} -> {} clients ({} retire)", running + ids.size(), count, fmt::join(ids, ", "));
+  }
+
+  void link_rule(const LinkRule& rule) override {
+    if (link_) send_pipe(link_->pipe(), PipeCommand::Rule, args_of(rule));
+  }
+
+  void announce(const std::string& kind, const std::string& detail, double t) override {
+    progress_.announce(kind, detail, t);
+  }
+
+  // --- stopping ----------------------------------------------------------------------------------
+
+  // Stops a worker with $TERM (it leaves gracefully) or CRASH (it does not), keeping its
+  // counters. A retiring worker's counters come in its DONE.
+  void stop_worker(WorkerSlot& w, PipeCommand how) {
+    std::optional<WorkerStats> s;
+    if (how == PipeCommand::Crash) {
+      if (send_pipe(w.actor->pipe(), PipeCommand::Crash, {}, zmq::send_flags::dontwait))
+        s = stats_of<WorkerStats>(wait_stats(*w.actor, milliseconds(10'000)));  // its last word
+    } else if (w.retiring) {
+      s = stats_of<WorkerStats>(wait_stats(*w.actor, milliseconds(10'000)));
+    } else {
+      s = ask_stats<WorkerStats>(*w.actor, milliseconds(10'000));
+    }
+    record_worker(w, s, how == PipeCommand::Crash);
+    w.actor.reset();
+  }
+
+  // A worker's line in the report, as it stops.
+  void record_worker(const WorkerSlot& w, const std::optional<WorkerStats>& stats, bool crashed = false) {
+    WorkerShare share{w.id, w.pool.service, 0, w.started_s, now_s()};
+    share.crashed = crashed;
+    share.retired = w.retiring;
+    if (stats) share.served = stats->served;
+    report_.workers.push_back(share);
+  }
+
+  // One timeline row, with the broker's view of workers and queue.
+  void add_row(Clock::time_point now) {
+    timeline_.add_row(seconds(now), broker_ ? broker_stats(milliseconds(1000)) : std::nullopt,
+                      static_cast<long>(active_clients()), report_.timeline);
+  }
+
+  // The broker's counters; the queue waits that come with them go to the record sink.
+  std::optional<BrokerStats> broker_stats(milliseconds timeout) {
+    auto s = ask_stats<BrokerStats>(*broker_, timeout);
+    if (s) sink_.add_queue_waits(s->queue_waits_us);
+    return s;
+  }
+
+  // Collects the final counters and stops every actor: clients, workers, broker, link.
+  void stop_actors() {
+    collect_unfinished_clients();
+    clients_.clear();
+    if (controller_) {  // first: it must not resize the fleet while it stops
+      report_.autoscale.controller = ask_stats<ControllerStats>(*controller_, milliseconds(2000));
+      controller_.reset();
+    }
+    for (auto& w : workers_)
+      if (w.actor) stop_worker(w, PipeCommand::Term);
+    // In the order they started: "w2" before "w10".
+    std::sort(report_.workers.begin(), report_.workers.end(), [](const auto& a, const auto& b) {
+      return std::pair(a.id.size(), a.id) < std::pair(b.id.size(), b.id);
+    });
+    workers_.clear();
+    if (broker_) kill_broker();
+    if (zap_) {  // last: it vetted the broker's peers until the broker closed
+      report_.curve = ask_stats<ZapStats>(*zap_, milliseconds(2000));
+      zap_.reset();
+    }
+    if (link_) {
+      report_.link = ask_stats<LinkStats>(*link_, milliseconds(2000));
+      link_.reset();
+    }
+  }
+
+  // After an interruption: asks every client still running for STATS (it flushes its records
+  // first) and handles what comes back like any client message, for up to 2 s.
+  void collect_unfinished_clients() {
+    for (auto& c : clients_)
+      if (!c.done) (void)send_pipe(c.actor->pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait);
+    const auto deadline = Clock::now() + milliseconds(2000);
+    while (running_clients() > 0 && Clock::now() < deadline) {
+      std::vector<zmq::pollitem_t> items;
+      const auto index = client_poll_items(items);
+      zmq::poll(items, milliseconds(100));
+      for (std::size_t k = 0; k < index.size(); ++k)
+        if (items[k].revents & ZMQ_POLLIN) on_client(index[k]);
+    }
+  }
+
+  const Config& config_;
+  const std::vector<PoolConfig> pools_ = config_.pools_or_default();
+  FleetOptions options_;
+  std::optional<ScenarioPlayer> player_;
+  Timeline timeline_;
+  ProgressLine progress_;
+  SignalFd signals_;  // before the context: ZeroMQ's own threads inherit the mask too
+  zmq::context_t ctx_ = make_context();
+  std::unique_ptr<Actor> link_, zap_, broker_, controller_;
+  std::vector<WorkerSlot> workers_;
+  std::vector<ClientSlot> clients_;
+  RecordSink sink_;
+  Report report_;
+  std::ofstream detections_out_;  // --save-detections: only this thread writes it
+  Clock::time_point start_;
+  int64_t start_us_ = 0;
+};
+
+}  // namespace
+
+Report run_fleet(const Config& config, const FleetOptions& options) {
+  Supervisor s(config, options);
+  return s.run();
+}
+
+}  // namespace zyolo

@@ -1,0 +1,22 @@
+// The ZeroMQ options of data-plane sockets, from config [sockets]: one place sets them, so every
+// broker, worker, client and controller socket behaves alike on tcp and ipc (inproc ignores the
+// reconnect and heartbeat ones). The pipes between actors and the simulated network of the link
+// keep their own fixed options.
+#pragma once
+
+#include <zmq.hpp>
+
+#include "src/config/config.hpp"
+
+namespace zyolo {
+
+// Which way a socket faces: the broker's sockets bind, every other one connects.
+enum class Side { Binds, Connects };
+
+// Sets linger, high-water marks, reconnect interval and its back-off ceiling, ZMTP heartbeats
+// and the largest frame a peer may send (broker.max_message_bytes) on `socket`. With CURVE on
+// (config.curve settled, src/wire/curve.hpp) a binding socket is a CURVE server whose peers the ZAP
+// handler vets (domain "zyolo"), and a connecting one a CURVE client of the broker's public key.
+void apply_socket_options(zmq::socket_t& socket, const Config& config, Side side);
+
+}  // namespace zyolo
