@@ -93,6 +93,42 @@ TEST_CASE("--help lists the run flags and exits 0") {
   CHECK(zyolo("--help").code == 0);
 }
 
+// The one line of --help a flag has in `command` (from its name to the end of its description).
+std::string help_line(const std::string& command, const std::string& flag) {
+  const auto r = zyolo(command + " --help");
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    const auto at = line.find(flag + " ");
+    if (at != std::string::npos && line.find_first_not_of(' ') == at) return line.substr(at);
+  }
+  return "";
+}
+
+TEST_CASE("a setting's flag is one declaration: the same help in every subcommand, with its key and default") {
+  const std::string workers = help_line("run", "--workers");
+  CHECK(has(workers, "(run.workers; default 2)"));
+  CHECK(help_line("workers", "--workers") == workers);
+  for (const char* flag : {"--model", "--family", "--conf", "--nms", "--input-size", "--cv-threads"}) {
+    INFO(flag);
+    const std::string line = help_line("run", flag);
+    CHECK(!line.empty());
+    CHECK(help_line("workers", flag) == line);
+    CHECK(help_line("detect", flag) == line);
+  }
+  CHECK(help_line("clients", "--clients") == help_line("run", "--clients"));
+  CHECK(help_line("clients", "--requests") == help_line("run", "--requests"));
+  CHECK(help_line("broker", "--curve") == help_line("workers", "--curve"));
+  CHECK(help_line("workers", "--autoscale") == help_line("run", "--autoscale"));
+  // The same bad value is the same error from a flag as from the file.
+  auto flag = zyolo("run --cv-threads 999 --requests 5 --model none");
+  TempFile file("cv.toml", "[worker]\ncv_threads = 999\n");
+  auto key = zyolo("run --config " + file.path + " --requests 5 --model none");
+  CHECK(flag.code == 2);
+  CHECK(key.code == 2);
+  CHECK(has(flag.err, "--cv-threads 999: must be between 0 and 256"));
+  CHECK(has(key.err, "key 'worker.cv_threads' must be between 0 and 256"));
+}
+
 TEST_CASE("bad flags are usage errors that name the flag") {
   auto r = zyolo("run --clientz 3");
   CHECK(r.code == 2);

@@ -5,9 +5,13 @@
 #include <cstdlib>
 #include <fstream>
 #include <unistd.h>
+#include <set>
 #include <string>
+#include <toml++/toml.h>
 
+#include "generated/default_config.hpp"
 #include "src/config/config.hpp"
+#include "src/config/settings.hpp"
 #include "src/wire/sockopts.hpp"
 
 using namespace zyolo;
@@ -174,4 +178,69 @@ max_message_bytes = 65536
   CHECK(s.get(zmq::sockopt::heartbeat_timeout) == 2100);
   CHECK(s.get(zmq::sockopt::maxmsgsize) == 65536);
   s.set(zmq::sockopt::linger, 0);
+}
+
+// --- the settings table: one declaration per key ------------------------------------------------
+
+namespace {
+
+// Every leaf key of a TOML table, dotted ("run.clients"); [[pools]] aside.
+void leaf_keys(const toml::table& t, const std::string& prefix, std::set<std::string>& out) {
+  for (const auto& [k, v] : t) {
+    const std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (const auto* sub = v.as_table()) leaf_keys(*sub, key, out);
+    else if (key != "pools") out.insert(key);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("every setting has its default in config/default.toml, and every default is a setting") {
+  std::set<std::string> in_file, declared, flags;
+  leaf_keys(toml::parse(kDefaultConfigToml), "", in_file);
+  for (const auto& s : settings()) {
+    CHECK_MESSAGE(declared.insert(std::string(s.key)).second, "declared twice: ", s.key);
+    if (!s.flag.empty()) {
+      CHECK_MESSAGE(flags.insert(std::string(s.flag)).second, "flag used twice: ", s.flag);
+      CHECK_MESSAGE(!s.help.empty(), s.key, " has a flag and no help");
+      CHECK(find_setting_by_flag(s.flag) == &s);
+    }
+    CHECK(find_setting(s.key) == &s);
+  }
+  CHECK(in_file == declared);
+  CHECK(find_setting("run.nothing") == nullptr);
+}
+
+TEST_CASE("a flag's text is checked as the key's TOML value is, in the same words") {
+  Config c = default_config();
+  const Setting& clients = *find_setting("run.clients");
+  CHECK(store_setting_text(clients, c, "12").empty());
+  CHECK(c.run.clients == 12);
+  CHECK(store_setting_text(clients, c, "0") == "must be between 1 and 100000");
+  CHECK(store_setting_text(clients, c, "many") == "must be a whole number");
+  CHECK(store_setting_text(clients, c, "3.5") == "must be a whole number");
+  CHECK(c.run.clients == 12);  // unchanged by what was refused
+  TempFile file("[run]\nclients = 0\n");
+  CHECK(error_of([&] { apply_toml_file(c, file.path); }).find("must be between 1 and 100000") != std::string::npos);
+
+  const Setting& transport = *find_setting("run.transport");
+  CHECK(store_setting_text(transport, c, "udp") == "must be one of inproc, ipc, tcp, not 'udp'");
+  CHECK(store_setting_text(transport, c, "").empty());  // "": the build's default
+  CHECK(store_setting_text(*find_setting("worker.family"), c, "").find("must be one of") == 0);
+  CHECK(store_setting_text(*find_setting("worker.conf_threshold"), c, "0.5").empty());
+  CHECK(c.worker.conf_threshold == doctest::Approx(0.5));
+  CHECK(store_setting_text(*find_setting("worker.conf_threshold"), c, "2") == "must be between 0 and 1");
+  CHECK(store_setting_text(*find_setting("autoscale.enabled"), c, "yes") == "must be true or false");
+  CHECK(setting_text(clients, default_config()) == "4");
+  CHECK(setting_text(transport, default_config()) == "\"\"");
+}
+
+TEST_CASE("validate checks every key's own range, naming the key and its flag") {
+  Config c = default_config();
+  c.worker.cv_threads = 999;
+  c.run.requests = 10;
+  CHECK(error_of([&] { validate(c); }) == "worker.cv_threads (--cv-threads) must be between 0 and 256");
+  c = default_config();
+  c.broker.liveness = 0;
+  CHECK(error_of([&] { validate(c); }) == "broker.liveness must be between 1 and 100");
 }

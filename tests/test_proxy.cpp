@@ -208,11 +208,11 @@ TEST_CASE("run.broker: mdp by default, proxy from a config file; anything else a
 
   auto r = zyolo_test::zyolo("run --broker bogus --model none --requests 5");
   CHECK(r.code == 2);
-  CHECK(has(r.err, "run.broker (--broker) must be mdp or proxy, not 'bogus'"));
+  CHECK(has(r.err, "--broker bogus: must be one of mdp, proxy, not 'bogus' (run.broker)"));
   TempFile bogus_file("bogus.toml", "[run]\nbroker = \"zmq\"\n");
   r = zyolo_test::zyolo("run --config " + bogus_file.path + " --model none --requests 5");
   CHECK(r.code == 2);
-  CHECK(has(r.err, "not 'zmq'"));
+  CHECK(has(r.err, "key 'run.broker' must be one of mdp, proxy, not 'zmq'"));
 }
 
 TEST_CASE("what the proxy cannot do is refused with a reason: autoscale, several pools, the link") {

@@ -108,7 +108,7 @@ class Broker {
         backend_(ctx, zmq::socket_type::router),
         control_(ctx, zmq::socket_type::pub),
         heartbeat_(config.broker.heartbeat_ms),
-        expiry_(config.broker.heartbeat_ms * config.broker.liveness),
+        expiry_(config.broker.silence_ms()),
         max_queue_(static_cast<std::size_t>(config.broker.max_queue)),
         max_bytes_(static_cast<std::size_t>(config.broker.max_message_bytes)),
         demand_interval_(config.autoscale.interval_ms),
@@ -415,7 +415,7 @@ class Broker {
   }
 
   // Sends to a ROUTER peer; false when the peer is gone or cannot take more.
-  static bool route(zmq::socket_t& socket, Frames frames) {
+  static bool route(zmq::socket_ref socket, Frames frames) {
     try {
       return send_frames(socket, frames, zmq::send_flags::dontwait);
     } catch (const zmq::error_t& e) {

@@ -121,7 +121,7 @@ class Link {
   }
 
   // A message from a node: [routing id][frames...] on the link's ROUTER.
-  void from_node(zmq::socket_t& router, Side side) {
+  void from_node(zmq::socket_ref router, Side side) {
     auto frames = recv_frames(router, zmq::recv_flags::dontwait);
     auto m = frames ? split_routed(std::move(*frames)) : std::nullopt;
     if (!m) return;

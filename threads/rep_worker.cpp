@@ -36,7 +36,7 @@ class RepWorker : public WorkerCore {
   RepWorker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, std::string id)
       : WorkerCore(pipe, config, std::move(id)),  // loads the model: connecting is being routed to
         ctx_(ctx),
-        silence_(config.broker.heartbeat_ms * config.broker.liveness) {
+        silence_(config.broker.silence_ms()) {
     connect();
   }
 
@@ -52,7 +52,7 @@ class RepWorker : public WorkerCore {
       if (terminated_) break;
       const auto now = Clock::now();
       if (now >= crash_at_) {
-        crash(&*socket_);
+        crash(*socket_);
         break;
       }
       if (now >= heard_at_ + silence_) {
@@ -86,7 +86,7 @@ class RepWorker : public WorkerCore {
       return reply(encode_app_reply(
           "-", 400, encode_app_result(AppResult::failure(std::string(fault_name(m.fault())), id_))));
     }
-    if (!admit_request(&*socket_)) return;
+    if (!admit_request(*socket_)) return;
     reply(answer(std::move(m->body)));
   }
 

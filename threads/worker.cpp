@@ -41,7 +41,7 @@ class Worker : public WorkerCore {
       : WorkerCore(pipe, config, std::move(id)),  // loads the model: READY means ready to serve
         ctx_(ctx),
         heartbeat_(config.broker.heartbeat_ms),
-        silence_(config.broker.heartbeat_ms * config.broker.liveness),
+        silence_(config.broker.silence_ms()),
         backoff_(config.worker.reconnect_initial_ms),
         instance_(std::random_device{}()) {
     connect();
@@ -67,7 +67,7 @@ class Worker : public WorkerCore {
       if (terminated_) break;
       const auto now = Clock::now();
       if (now >= crash_at_) {
-        crash(socket_ ? &*socket_ : nullptr);
+        crash(socket_ ? zmq::socket_ref(*socket_) : zmq::socket_ref());
         break;
       }
       if (socket_ && now >= heard_at_ + silence_) {
@@ -151,7 +151,7 @@ class Worker : public WorkerCore {
   }
 
   void on_request(WorkerMessage& m) {
-    if (admit_request(socket_ ? &*socket_ : nullptr)) serve(m);
+    if (admit_request(socket_ ? zmq::socket_ref(*socket_) : zmq::socket_ref())) serve(m);
   }
 
   // Answers one request: detections, or the echo.

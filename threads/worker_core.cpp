@@ -44,7 +44,7 @@ void WorkerCore::wait_on_pipe(Clock::time_point deadline) {
   }
 }
 
-bool WorkerCore::admit_request(zmq::socket_t* socket) {
+bool WorkerCore::admit_request(zmq::socket_ref socket) {
   if (crash_at_ != Clock::time_point::max()) {  // holding the request
     crash(socket);
     return false;
@@ -53,9 +53,9 @@ bool WorkerCore::admit_request(zmq::socket_t* socket) {
   return !terminated_;
 }
 
-void WorkerCore::crash(zmq::socket_t* socket) {
+void WorkerCore::crash(zmq::socket_ref socket) {
   crashed_ = terminated_ = true;
-  if (socket) socket->set(zmq::sockopt::linger, 0);  // whatever sockets.linger_ms says
+  if (socket.handle() != nullptr) socket.set(zmq::sockopt::linger, 0);  // whatever sockets.linger_ms says
   send_pipe(pipe_, PipeCommand::Stats, args_of(stats()));
 }
 

@@ -45,10 +45,10 @@ class WorkerCore {
   void wait_on_pipe(Clock::time_point deadline);
   // With a request in hand, before serving it: a CRASH asked for happens now, a FREEZE hangs
   // first. False when the request must not be served (crashed, or $TERM during the hang).
-  bool admit_request(zmq::socket_t* socket);
+  bool admit_request(zmq::socket_ref socket);  // null when it has none
   // CRASH: `socket` (if any) is set to close with linger 0 and the worker ends without a word to
   // its peer. The STATS it sends is bookkeeping for the report, not something a crash would say.
-  void crash(zmq::socket_t* socket);
+  void crash(zmq::socket_ref socket);
 
   // The worker's counters: the work's, and what the derived worker counts in n_ (reconnects,
   // malformed messages, requests that crossed its DISCONNECT).

@@ -31,6 +31,7 @@
 
 #include "src/cli/cli.hpp"
 #include "src/cli/commands.hpp"
+#include "src/cli/setting_flags.hpp"
 #include "src/config/config.hpp"
 #include "src/yolo/detector.hpp"
 #include "src/yolo/models.hpp"
@@ -45,17 +46,10 @@ using Clock = std::chrono::steady_clock;
 struct DetectFlags {
   std::vector<std::string> images;
   std::vector<std::string> config_files;
-  std::string model, annotate_dir;
+  SettingFlags settings;
+  std::string annotate_dir;
   bool json = false;
-  DetectorFlags detector;
 };
-
-// Overrides `config` with every flag the user gave.
-void apply_flags(Config& config, const CLI::App& detect, const DetectFlags& f) {
-  auto given = [&](const char* name) { return detect.count(name) > 0; };
-  if (given("--model")) config.worker.model = f.model;
-  apply_detector_flags(config, detect, f.detector);
-}
 
 // The detector options of the configured model; detection needs a real one, so "none" and an
 // "auto" that found nothing are ConfigErrors.
@@ -210,9 +204,9 @@ std::string write_annotated(const fs::path& out, cv::Mat image,
   }
 }
 
-int run_detect_command(const CLI::App& detect, const DetectFlags& flags) {
+int run_detect_command(const DetectFlags& flags) {
   Config config = config_from_files(flags.config_files);
-  apply_flags(config, detect, flags);
+  flags.settings.apply(config);
   validate_worker(config);
   const DetectorOptions options = require_model(config);
   if (!flags.annotate_dir.empty()) prepare_annotate_dir(flags.annotate_dir);
@@ -282,11 +276,6 @@ Subcommand add_detect_command(CLI::App& root) {
   detect->add_option("IMAGE", f.images, "Image files (JPEG, PNG, ...) to detect objects in")
       ->required()
       ->type_name("");
-  detect
-      ->add_option("--model", f.model,
-                   "YOLO model: .onnx, or a darknet .cfg/.weights pair (either file); 'auto' "
-                   "takes the first of worker.auto_models that exists (worker.model)")
-      ->type_name("PATH");
   detect->add_flag("--json", f.json,
                    "One JSON object per image on stdout (JSON Lines): image, detections, times_ms");
   detect
@@ -295,8 +284,8 @@ Subcommand add_detect_command(CLI::App& root) {
                    "(created if missing)")
       ->type_name("DIR");
   add_config_flag(*detect, f.config_files);
-  add_detector_flags(*detect, f.detector);
-  return {detect, [detect, flags] { return run_detect_command(*detect, *flags); }};
+  f.settings.add(*detect, {ZYOLO_DETECTOR_KEYS});
+  return {detect, [flags] { return run_detect_command(*flags); }};
 }
 
 }  // namespace zyolo

@@ -11,6 +11,7 @@
 
 #include "src/cli/cli.hpp"
 #include "src/cli/commands.hpp"
+#include "src/cli/setting_flags.hpp"
 #include "src/config/config.hpp"
 #include "src/wire/curve.hpp"
 #include "src/fleet/supervisor.hpp"
@@ -19,15 +20,12 @@
 namespace zyolo {
 namespace {
 
+// Flags of one node command: its endpoints, the settings it takes, and its own.
 struct NodeFlags {
   std::vector<std::string> config_files;
-  std::string frontend, backend, control, connect, report_file, model, images;
-  std::string curve, server_key, allow;
-  int workers = 0, clients = 0, min_workers = 0, max_workers = 0;
-  long requests = 0;
-  double duration = 0, service_ms = 0;
-  bool autoscale = false, quiet = false;
-  DetectorFlags detector;
+  std::string frontend, backend, control, connect, report_file;
+  SettingFlags settings;
+  bool quiet = false;
 };
 
 // The transport of an endpoint given on the command line.
@@ -64,9 +62,8 @@ Config node_config(const CLI::App& cmd, const NodeFlags& f) {
   else
     take("--connect", f.connect, &EndpointConfig::tcp_backend, &EndpointConfig::ipc_backend);
   config.run.transport = transport.empty() ? "tcp" : transport;
-  if (given("--curve")) config.curve.key = f.curve;
-  if (given("--server-key")) config.curve.server_key = f.server_key;
-  if (given("--allow")) config.curve.allow = f.allow;
+  f.settings.apply(config);
+  check_autoscale_flags(f.settings, config);
   return config;
 }
 
@@ -78,14 +75,8 @@ void settle_node(Config& config, CurveRole role) {
 
 void add_common_flags(CLI::App& cmd, NodeFlags& f) {
   add_config_flag(cmd, f.config_files);
-  cmd.add_option("--curve", f.curve,
-                 "Encrypt and authenticate with CURVE, with this key pair (a NAME.key of 'zyolo keygen'; curve.key)");
+  f.settings.add(cmd, {"curve.key"});
   cmd.add_flag("--quiet", f.quiet, "No progress line, no 'ready' line");
-}
-
-void add_server_key_flag(CLI::App& cmd, NodeFlags& f) {
-  cmd.add_option("--server-key", f.server_key,
-                 "With --curve: the broker's public key (its NAME.pub; curve.server_key)");
 }
 
 // Says on stdout, once the actors are up, where they are; scripts and tests wait for this line.
@@ -120,11 +111,6 @@ int broker_command(const CLI::App& cmd, const NodeFlags& f) {
 int workers_command(const CLI::App& cmd, const NodeFlags& f) {
   block_stop_signals();  // first: OpenCV's pool starts threads of its own
   Config config = node_config(cmd, f);
-  if (cmd.count("--workers")) config.run.workers = f.workers;
-  if (cmd.count("--model")) config.worker.model = f.model;
-  if (cmd.count("--service-ms")) config.worker.service_ms = f.service_ms;
-  apply_detector_flags(config, cmd, f.detector);
-  apply_autoscale_flags(config, cmd, f.autoscale, f.min_workers, f.max_workers);
   settle_node(config, CurveRole::Peer);
   settle_pool_models(config);
   const Report report = run_fleet(
@@ -145,10 +131,6 @@ int workers_command(const CLI::App& cmd, const NodeFlags& f) {
 int clients_command(const CLI::App& cmd, const NodeFlags& f) {
   block_stop_signals();
   Config config = node_config(cmd, f);
-  if (cmd.count("--clients")) config.run.clients = f.clients;
-  apply_run_length_flags(config, cmd, f.requests, f.duration);
-  if (cmd.count("--images")) config.client.images = f.images;
-  if (cmd.count("--model")) config.worker.model = f.model;
   settle_node(config, CurveRole::Peer);
   // The clients send images when the workers detect, else echo payloads: they go by the model
   // named here, settled as `zyolo workers` settles it (auto: the first of worker.auto_models
@@ -177,8 +159,7 @@ Subcommand add_broker_command(CLI::App& root) {
   cmd->add_option("--frontend", f.frontend, "Where clients connect: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_frontend)");
   cmd->add_option("--backend", f.backend, "Where workers connect (endpoints.tcp_backend)");
   cmd->add_option("--control", f.control, "Where demand is published, for --autoscale workers (endpoints.tcp_control)");
-  cmd->add_option("--allow", f.allow,
-                  "With --curve: a folder of the public keys (*.pub) of the clients and workers let in (curve.allow)");
+  f.settings.add(*cmd, {"curve.allow"});
   add_common_flags(*cmd, f);
   return {cmd, [cmd, flags] { return broker_command(*cmd, *flags); }};
 }
@@ -189,17 +170,8 @@ Subcommand add_workers_command(CLI::App& root) {
   auto* cmd = root.add_subcommand("workers", "Run a pool of workers alone, until SIGINT or SIGTERM");
   cmd->add_option("--connect", f.connect, "The broker's backend: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_backend)");
   cmd->add_option("--control", f.control, "The broker's demand, for --autoscale (endpoints.tcp_control)");
-  cmd->add_option("--workers", f.workers, "Worker threads (run.workers)")->check(CLI::Range(1, 10000));
-  cmd->add_option("--model", f.model, "A YOLO model, 'none' for echo workers, or 'auto' (worker.model)");
-  add_detector_flags(*cmd, f.detector);
-  cmd->add_option("--service-ms", f.service_ms, "Simulated service time of echo workers (worker.service_ms)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_flag("--autoscale", f.autoscale, "Size the pool from the broker's demand (autoscale.enabled)");
-  cmd->add_option("--min-workers", f.min_workers, "With --autoscale: never fewer (autoscale.min_workers)")
-      ->check(CLI::Range(0, 10000));
-  cmd->add_option("--max-workers", f.max_workers, "With --autoscale: never more (autoscale.max_workers)")
-      ->check(CLI::Range(1, 10000));
-  add_server_key_flag(*cmd, f);
+  f.settings.add(*cmd, {"run.workers", ZYOLO_DETECTOR_KEYS, "worker.service_ms", "autoscale.enabled",
+                        "autoscale.min_workers", "autoscale.max_workers", "curve.server_key"});
   add_common_flags(*cmd, f);
   return {cmd, [cmd, flags] { return workers_command(*cmd, *flags); }};
 }
@@ -209,13 +181,9 @@ Subcommand add_clients_command(CLI::App& root) {
   auto& f = *flags;
   auto* cmd = root.add_subcommand("clients", "Run clients alone until every request has ended; report as zyolo run");
   cmd->add_option("--connect", f.connect, "The broker's frontend: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_frontend)");
-  cmd->add_option("--clients", f.clients, "Client threads (run.clients)")->check(CLI::Range(1, 100000));
-  cmd->add_option("--requests", f.requests, "Requests in all (run.requests)")->check(CLI::Range(1L, 1'000'000'000L));
-  cmd->add_option("--duration", f.duration, "Run for S seconds instead (run.duration_s)")->check(CLI::PositiveNumber);
-  cmd->add_option("--images", f.images, "Send every .jpg/.png of this folder (client.images)");
-  cmd->add_option("--model", f.model, "What the workers run: a model (send images), 'none' (echo payloads) or 'auto' (worker.model)");
+  f.settings.add(*cmd, {"run.clients", "run.requests", "run.duration_s", "client.images", "worker.model",
+                        "curve.server_key"});
   cmd->add_option("--report", f.report_file, "Write the report as JSON to this file");
-  add_server_key_flag(*cmd, f);
   add_common_flags(*cmd, f);
   return {cmd, [cmd, flags] { return clients_command(*cmd, *flags); }};
 }

@@ -16,7 +16,6 @@ struct Subcommand {
   std::function<int()> run;
 };
 
-// The detector's flags, shared by `run` and `detect` (src/cli/cmd_common.cpp).
 // --config FILE, which may be given several times: each file overlays config/default.toml and the
 // files before it, in the order given (src/cli/cmd_common.cpp). Every subcommand that reads the
 // configuration takes it.
@@ -24,21 +23,15 @@ struct Config;
 void add_config_flag(CLI::App& command, std::vector<std::string>& files);
 Config config_from_files(const std::vector<std::string>& files);
 
-struct DetectorFlags {
-  std::string family;
-  double conf = 0, nms = 0;
-  int input_size = 0, cv_threads = 0;
-};
-void add_detector_flags(CLI::App& command, DetectorFlags& flags);
-// Overrides the worker.* keys of `config` with each detector flag the user gave.
-void apply_detector_flags(Config& config, const CLI::App& command, const DetectorFlags& flags);
+// The detector's settings, whose flags `run`, `workers` and `detect` take.
+#define ZYOLO_DETECTOR_KEYS \
+  "worker.model", "worker.family", "worker.conf_threshold", "worker.nms_threshold", \
+      "worker.input_size", "worker.cv_threads"
 
-// Overrides run.requests / run.duration_s with --requests / --duration when given (one switches
-// the other off), and autoscale.* with --autoscale, --min-workers, --max-workers (the bounds
-// need the controller: a ConfigError otherwise). Flags the command lacks count as not given.
-void apply_run_length_flags(Config& config, const CLI::App& command, long requests, double duration);
-void apply_autoscale_flags(Config& config, const CLI::App& command, bool autoscale, int min_workers,
-                           int max_workers);
+// --min-workers and --max-workers need the controller: a ConfigError when autoscaling is off
+// after the flags.
+class SettingFlags;
+void check_autoscale_flags(const SettingFlags& flags, const Config& config);
 
 // Settles each pool's model (config.pools is filled in): a path or "none", never "auto", so errors
 // come before any thread starts; and sets OpenCV's one thread pool to worker.cv_threads.

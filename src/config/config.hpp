@@ -9,6 +9,10 @@
 
 namespace zyolo {
 
+// The most workers (of a pool, or a controller's bound) and clients a run may have.
+inline constexpr int kMaxWorkers = 10'000;
+inline constexpr int kMaxClients = 100'000;
+
 struct RunConfig {
   int clients = 0;
   int workers = 0;
@@ -37,6 +41,9 @@ struct BrokerConfig {
   int liveness = 0;
   int max_queue = 0;
   long max_message_bytes = 0;
+  // How long a peer may stay silent before it counts as gone: heartbeat_ms x liveness (the broker
+  // expires a worker after it, a worker reconnects after it; MDP's "liveness").
+  int silence_ms() const { return heartbeat_ms * liveness; }
 };
 
 // The controller's policy (threads/controller.cpp): how many workers each service needs.
@@ -132,6 +139,10 @@ Config default_config();
 // Top-level keys named in `skip` belong to the caller (a scenario's events) and are left alone.
 void apply_toml(Config& config, std::string_view toml, const std::string& source,
                 const std::vector<std::string_view>& skip = {});
+
+// Requests and duration are alternatives: a source (a file, the flags) that sets one and not the
+// other switches the other off.
+void settle_run_length(Config& config, bool requests_set, bool duration_set);
 
 // Overlays the TOML file at `path`. Throws ConfigError if it is missing or bad.
 void apply_toml_file(Config& config, const std::string& path);

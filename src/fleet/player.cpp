@@ -95,19 +95,10 @@ void ScenarioPlayer::play(const Step& step, double t, FleetControl& fleet, std::
     }
     case Action::Partition:
     case Action::Drop:
-    case Action::Delay: {
-      const LinkMode mode = e.action == Action::Partition ? LinkMode::Partition
-                            : e.action == Action::Drop    ? LinkMode::Drop
-                                                          : LinkMode::Delay;
-      const double value = mode == LinkMode::Drop ? e.fraction : mode == LinkMode::Delay ? e.delay_ms : 0;
-      fleet.link_rule({parse_nodes(e.nodes).value_or(NodeSet{}), mode, value, ms(e.for_s)});
-      fault.detail = mode == LinkMode::Partition ? fmt::format("{} for {:.2f} s", e.nodes, e.for_s)
-                     : mode == LinkMode::Drop
-                         ? fmt::format("{:.0f}% of {} for {:.2f} s", 100 * e.fraction, e.nodes, e.for_s)
-                         : fmt::format("{} by {:.0f} ms for {:.2f} s", e.nodes, e.delay_ms, e.for_s);
+    case Action::Delay:
+      fault.detail = link_fault(e, fleet);
       fault.end_t = t + e.for_s;
       break;
-    }
     case Action::AddWorkers:
       fault.detail = add_workers(e.count, fleet);
       break;
@@ -130,6 +121,20 @@ void ScenarioPlayer::play(const Step& step, double t, FleetControl& fleet, std::
                                [](const Step& a, const Step& b) { return a.t < b.t; });
     steps_.insert(at, next);
   }
+}
+
+// Partition, drop or delay: a rule for the link actor; says what it does.
+std::string ScenarioPlayer::link_fault(const ScenarioEvent& e, FleetControl& fleet) {
+  const LinkMode mode = e.action == Action::Partition ? LinkMode::Partition
+                        : e.action == Action::Drop    ? LinkMode::Drop
+                                                      : LinkMode::Delay;
+  const double value = mode == LinkMode::Drop ? e.fraction : mode == LinkMode::Delay ? e.delay_ms : 0;
+  // The nodes were checked when the scenario was settled (check_nodes): they parse.
+  fleet.link_rule({parse_nodes(e.nodes).value_or(NodeSet{}), mode, value,
+                   std::chrono::milliseconds(std::lround(e.for_s * 1000))});
+  if (mode == LinkMode::Partition) return fmt::format("{} for {:.2f} s", e.nodes, e.for_s);
+  if (mode == LinkMode::Drop) return fmt::format("{:.0f}% of {} for {:.2f} s", 100 * e.fraction, e.nodes, e.for_s);
+  return fmt::format("{} by {:.0f} ms for {:.2f} s", e.nodes, e.delay_ms, e.for_s);
 }
 
 std::string ScenarioPlayer::choose_worker(const std::string& id, const FleetControl& fleet) {

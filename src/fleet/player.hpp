@@ -64,6 +64,7 @@ class ScenarioPlayer {
   // The running worker `id`, or with no id one drawn from the scenario's seed; "" if none.
   std::string choose_worker(const std::string& id, const FleetControl& fleet);
   std::string add_workers(int count, FleetControl& fleet);
+  static std::string link_fault(const ScenarioEvent& e, FleetControl& fleet);
   std::string remove_workers(int count, FleetControl& fleet);
 
   const Scenario& scenario_;

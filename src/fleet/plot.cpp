@@ -170,6 +170,30 @@ std::string data_text(const Report& report) {
   return text;
 }
 
+// Events: a dashed line each, and a fault's interval [t, end_t] shaded. Arrows and objects stay
+// for every panel of the multiplot; the labels are unset after the first.
+std::string event_marks(const Report& report) {
+  std::string s;
+  for (const auto& e : report.events) {
+    if (e.end_t >= 0 && e.end_t > e.t)
+      s += fmt::format(
+          "set object rectangle from first {:.6g}, graph 0 to first {:.6g}, graph 1 behind "
+          "fillcolor rgb '#f2b8b8' fillstyle solid 0.4 noborder\n",
+          e.t, e.end_t);
+    s += fmt::format(
+        "set arrow from first {0:.6g}, graph 0 to first {0:.6g}, graph 1 nohead dashtype 2 "
+        "linewidth 1.5 linecolor rgb '#b03030' front\n",
+        e.t);
+  }
+  for (const auto& e : report.events)
+    s += fmt::format(
+        "set label {} at first {:.6g}, graph 0.93 left offset 0.6,0 boxed "
+        "textcolor rgb '#b03030' front\n",
+        gp_quote(e.kind), e.t);
+
+  return s;
+}
+
 // The gnuplot script: three panels stacked on one time axis, every event a dashed line in each
 // and a fault's interval shaded, the events' kinds written in the top panel.
 std::string script_text(const Report& report) {
@@ -212,24 +236,7 @@ std::string script_text(const Report& report) {
   // The events' labels sit on an opaque box, so a line under one does not hide it.
   s += "set style textbox opaque noborder margins 1,1\n";
 
-  // Events: a dashed line each, and a fault's interval [t, end_t] shaded. Arrows and objects
-  // stay for every panel of the multiplot; the labels are unset after the first.
-  for (const auto& e : report.events) {
-    if (e.end_t >= 0 && e.end_t > e.t)
-      s += fmt::format(
-          "set object rectangle from first {:.6g}, graph 0 to first {:.6g}, graph 1 behind "
-          "fillcolor rgb '#f2b8b8' fillstyle solid 0.4 noborder\n",
-          e.t, e.end_t);
-    s += fmt::format(
-        "set arrow from first {0:.6g}, graph 0 to first {0:.6g}, graph 1 nohead dashtype 2 "
-        "linewidth 1.5 linecolor rgb '#b03030' front\n",
-        e.t);
-  }
-  for (const auto& e : report.events)
-    s += fmt::format(
-        "set label {} at first {:.6g}, graph 0.93 left offset 0.6,0 boxed "
-        "textcolor rgb '#b03030' front\n",
-        gp_quote(e.kind), e.t);
+  s += event_marks(report);
 
   s += fmt::format("set multiplot layout 3,1 title {}\n", gp_quote(title));
 

@@ -154,6 +154,53 @@ void RecordSink::finish(Report& report, int64_t start_us, int interval_ms) const
   report.throughput_rps = report.elapsed_s > 0 ? report.answered / report.elapsed_s : 0;
 }
 
+namespace {
+
+nlohmann::json timeline_json(const Report& r) {
+  nlohmann::json timeline = nlohmann::json::array();
+  for (const auto& row : r.timeline) {
+    timeline.push_back({{"t", row.t}, {"answered", row.answered}, {"p99_ms", row.p99_ms},
+                        {"workers", row.workers}, {"queue", row.queue}, {"clients", row.clients},
+                        {"rss_mb", row.rss_mb}});
+    if (r.autoscale.enabled) {
+      timeline.back()["demand"] = row.demand;
+      timeline.back()["desired"] = row.desired;
+    }
+  }
+  return timeline;
+}
+
+nlohmann::json autoscale_json(const Report& r) {
+  nlohmann::json autoscale = nullptr;
+  if (r.autoscale.enabled) {
+    const auto& a = r.autoscale;
+    nlohmann::json decisions = nlohmann::json::array();
+    for (const auto& d : a.decisions)
+      decisions.push_back({{"t", d.t}, {"service", d.service}, {"from", d.from}, {"to", d.to},
+                           {"demand", d.demand}, {"clients", d.clients}, {"registered", d.registered}});
+    autoscale = {{"min_workers", a.policy.min_workers}, {"max_workers", a.policy.max_workers},
+                 {"target_in_flight", a.policy.target_in_flight}, {"interval_ms", a.policy.interval_ms},
+                 {"up_delay_ms", a.policy.up_delay_ms}, {"down_delay_ms", a.policy.down_delay_ms},
+                 {"decisions", decisions}, {"direction_changes", a.direction_changes()},
+                 {"started", a.started}, {"retired", a.retired},
+                 {"controller", a.controller ? to_json(*a.controller) : nlohmann::json()}};
+  }
+  return autoscale;
+}
+
+nlohmann::json phases_json(const Report& r) {
+  nlohmann::json phases = nlohmann::json::array();
+  for (const auto& p : r.phases)
+    phases.push_back({{"from", p.from}, {"to", p.to}, {"starts_with", p.starts_with},
+                      {"answered", p.answered}, {"errors", p.errors},
+                      {"throughput_rps", p.to > p.from ? static_cast<double>(p.answered) / (p.to - p.from) : 0.0},
+                      {"latency_ms", {{"p50", p.latency_ms.p50}, {"p90", p.latency_ms.p90},
+                                      {"p99", p.latency_ms.p99}, {"max", p.latency_ms.max}}}});
+  return phases;
+}
+
+}  // namespace
+
 nlohmann::json to_json(const Report& r) {
   nlohmann::json errors_by_status = nlohmann::json::object();
   for (const auto& [status, n] : r.errors_by_status) errors_by_status[std::to_string(status)] = n;
@@ -171,30 +218,6 @@ nlohmann::json to_json(const Report& r) {
   nlohmann::json stages = nlohmann::json::object();
   for (const auto& [name, p] : r.stages_ms)
     stages[name] = {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}};
-  nlohmann::json timeline = nlohmann::json::array();
-  for (const auto& row : r.timeline) {
-    timeline.push_back({{"t", row.t}, {"answered", row.answered}, {"p99_ms", row.p99_ms},
-                        {"workers", row.workers}, {"queue", row.queue}, {"clients", row.clients},
-                        {"rss_mb", row.rss_mb}});
-    if (r.autoscale.enabled) {
-      timeline.back()["demand"] = row.demand;
-      timeline.back()["desired"] = row.desired;
-    }
-  }
-  nlohmann::json autoscale = nullptr;
-  if (r.autoscale.enabled) {
-    const auto& a = r.autoscale;
-    nlohmann::json decisions = nlohmann::json::array();
-    for (const auto& d : a.decisions)
-      decisions.push_back({{"t", d.t}, {"service", d.service}, {"from", d.from}, {"to", d.to},
-                           {"demand", d.demand}, {"clients", d.clients}, {"registered", d.registered}});
-    autoscale = {{"min_workers", a.policy.min_workers}, {"max_workers", a.policy.max_workers},
-                 {"target_in_flight", a.policy.target_in_flight}, {"interval_ms", a.policy.interval_ms},
-                 {"up_delay_ms", a.policy.up_delay_ms}, {"down_delay_ms", a.policy.down_delay_ms},
-                 {"decisions", decisions}, {"direction_changes", a.direction_changes()},
-                 {"started", a.started}, {"retired", a.retired},
-                 {"controller", a.controller ? to_json(*a.controller) : nlohmann::json()}};
-  }
   nlohmann::json broker = r.broker ? to_json(*r.broker) : nlohmann::json::object();
   if (r.broker && r.broker_incarnations > 1) broker["incarnations"] = r.broker_incarnations;
   if (r.curve) broker["curve"] = to_json(*r.curve);
@@ -202,13 +225,6 @@ nlohmann::json to_json(const Report& r) {
   for (const auto& e : r.events)
     events.push_back({{"t", e.t}, {"kind", e.kind}, {"detail", e.detail}, {"end_t", e.end_t},
                       {"first_answer_s", e.first_answer_s}, {"recover90_s", e.recover90_s}});
-  nlohmann::json phases = nlohmann::json::array();
-  for (const auto& p : r.phases)
-    phases.push_back({{"from", p.from}, {"to", p.to}, {"starts_with", p.starts_with},
-                      {"answered", p.answered}, {"errors", p.errors},
-                      {"throughput_rps", p.to > p.from ? static_cast<double>(p.answered) / (p.to - p.from) : 0.0},
-                      {"latency_ms", {{"p50", p.latency_ms.p50}, {"p90", p.latency_ms.p90},
-                                      {"p99", p.latency_ms.p99}, {"max", p.latency_ms.max}}}});
   nlohmann::json error_latency = nlohmann::json::object();
   for (const auto& [status, p] : r.error_latency_ms)
     error_latency[std::to_string(status)] = {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}};
@@ -228,14 +244,14 @@ nlohmann::json to_json(const Report& r) {
       {"stages_ms", stages},
       {"throughput_rps", r.throughput_rps},
       {"workers", workers},
-      {"timeline", timeline},
+      {"timeline", timeline_json(r)},
       {"events", events},
-      {"phases", phases},
+      {"phases", phases_json(r)},
       {"memory_mb", {{"start", r.rss_start_mb}, {"end", r.rss_end_mb}, {"max", r.rss_max_mb}}},
       {"broker", broker},
       {"link", r.link ? to_json(*r.link) : nlohmann::json()},
       {"actor_errors", r.actor_errors},
-      {"autoscale", autoscale},
+      {"autoscale", autoscale_json(r)},
   };
 }
 
@@ -249,6 +265,41 @@ int AutoscaleReport::direction_changes() const {
     before = dir;
   }
   return changes;
+}
+
+// The broker's (or proxy's), the controller's and the link's lines of the summary.
+static std::string counters_text(const Report& r) {
+  std::string s;
+  const std::string restarts =
+      r.broker_incarnations > 1 ? fmt::format("  restarts {}", r.broker_incarnations - 1) : "";
+  if (r.broker && r.broker_kind == "proxy") {
+    s += fmt::format("  proxy      forwarded {} requests, {} replies (knows no workers: no re-queue, "
+                     "no expiry){}\n", r.broker->requests, r.broker->replies, restarts);
+  } else if (r.broker) {
+    const auto& b = *r.broker;
+    const auto late = b.unknown_worker_commands.find("REPLY");
+    s += fmt::format("  broker     requeued {}  expired workers {}  lost in transit {}  late replies "
+                     "dropped {}  retries dropped {}  503 {}{}\n",
+                     b.requeued, b.expired, b.lost_in_transit,
+                     late == b.unknown_worker_commands.end() ? 0 : late->second, b.retries_dropped,
+                     b.rejected_busy, restarts);
+  }
+  if (r.autoscale.enabled) {
+    const auto& a = r.autoscale;
+    int ups = 0, downs = 0;
+    for (const auto& d : a.decisions) (d.to > d.from ? ups : downs) += 1;
+    s += fmt::format("  autoscale  {}..{} workers, target {} in flight each: {} decisions ({} up, {} "
+                     "down), direction changes {}; started {}, retired {}\n",
+                     a.policy.min_workers, a.policy.max_workers, a.policy.target_in_flight,
+                     a.decisions.size(), ups, downs, a.direction_changes(), a.started, a.retired);
+    if (r.broker)
+      s += fmt::format("             retirements: requests served after DISCONNECT {}, re-queued {}\n",
+                       r.broker->crossed_disconnect, r.broker->requeued_after_disconnect);
+  }
+  if (r.link)
+    s += fmt::format("  link       forwarded {}  dropped {}  delayed {}\n", r.link->forwarded,
+                     r.link->dropped, r.link->delayed);
+  return s;
 }
 
 std::string summary_text(const Report& r) {
@@ -301,35 +352,7 @@ std::string summary_text(const Report& r) {
     }
     s += "\n";
   }
-  const std::string restarts =
-      r.broker_incarnations > 1 ? fmt::format("  restarts {}", r.broker_incarnations - 1) : "";
-  if (r.broker && r.broker_kind == "proxy") {
-    s += fmt::format("  proxy      forwarded {} requests, {} replies (knows no workers: no re-queue, "
-                     "no expiry){}\n", r.broker->requests, r.broker->replies, restarts);
-  } else if (r.broker) {
-    const auto& b = *r.broker;
-    const auto late = b.unknown_worker_commands.find("REPLY");
-    s += fmt::format("  broker     requeued {}  expired workers {}  lost in transit {}  late replies "
-                     "dropped {}  retries dropped {}  503 {}{}\n",
-                     b.requeued, b.expired, b.lost_in_transit,
-                     late == b.unknown_worker_commands.end() ? 0 : late->second, b.retries_dropped,
-                     b.rejected_busy, restarts);
-  }
-  if (r.autoscale.enabled) {
-    const auto& a = r.autoscale;
-    int ups = 0, downs = 0;
-    for (const auto& d : a.decisions) (d.to > d.from ? ups : downs) += 1;
-    s += fmt::format("  autoscale  {}..{} workers, target {} in flight each: {} decisions ({} up, {} "
-                     "down), direction changes {}; started {}, retired {}\n",
-                     a.policy.min_workers, a.policy.max_workers, a.policy.target_in_flight,
-                     a.decisions.size(), ups, downs, a.direction_changes(), a.started, a.retired);
-    if (r.broker)
-      s += fmt::format("             retirements: requests served after DISCONNECT {}, re-queued {}\n",
-                       r.broker->crossed_disconnect, r.broker->requeued_after_disconnect);
-  }
-  if (r.link)
-    s += fmt::format("  link       forwarded {}  dropped {}  delayed {}\n", r.link->forwarded,
-                     r.link->dropped, r.link->delayed);
+  s += counters_text(r);
   if (r.rss_max_mb > 0)
     s += fmt::format("  memory MB: start {:.0f}  end {:.0f}  max {:.0f}\n", r.rss_start_mb, r.rss_end_mb, r.rss_max_mb);
   for (const auto& e : r.actor_errors) s += fmt::format("  actor error: {}\n", e);

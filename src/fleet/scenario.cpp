@@ -12,6 +12,7 @@
 #include <toml++/toml.h>
 
 #include "generated/scenarios.hpp"
+#include "src/wire/pipe.hpp"
 
 namespace zyolo {
 namespace {
@@ -25,6 +26,13 @@ constexpr std::array<std::pair<Action, std::string_view>, 11> kActions = {{
     {Action::RemoveWorkers, "remove-workers"}, {Action::SetClients, "set-clients"},
     {Action::Mark, "mark"},
 }};
+
+constexpr bool actions_in_order() {
+  for (std::size_t i = 0; i < kActions.size(); ++i)
+    if (static_cast<std::size_t>(kActions[i].first) != i) return false;
+  return kActions.size() == static_cast<std::size_t>(Action::Mark) + 1;
+}
+static_assert(actions_in_order(), "kActions names every Action once, in the enum's order");
 
 // The actions chaos draws from when its `kinds` is empty: every fault and change but an explicit
 // restart (a kill in chaos always comes back by itself).
@@ -169,18 +177,9 @@ bool node_id(std::string_view id, std::string_view prefixes) {
          std::all_of(id.begin() + 1, id.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// A comma-separated list of node ids, e.g. "w0,c1".
-bool node_list(std::string_view nodes) {
-  while (true) {
-    const auto comma = nodes.find(',');
-    if (!node_id(nodes.substr(0, comma), "cw")) return false;
-    if (comma == std::string_view::npos) return true;
-    nodes.remove_prefix(comma + 1);
-  }
-}
-
+// The nodes of a link fault: what the link rule will carry (parse_nodes, src/wire/pipe.hpp).
 void check_nodes(const std::string& nodes, const std::string& where) {
-  if (nodes != "all" && nodes != "clients" && nodes != "workers" && !node_list(nodes))
+  if (!parse_nodes(nodes))
     throw ConfigError(fmt::format("{}: nodes must be all, clients, workers or ids like \"w0,c1\", "
                                   "not '{}'", where, nodes));
 }

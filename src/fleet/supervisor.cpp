@@ -130,7 +130,7 @@ class Supervisor final : private FleetControl {
     const Scenario* scenario = options_.scenario;
     if (scenario && scenario->uses_link()) {
       const LinkEndpoints ends{kLinkClients, kLinkWorkers, config_.frontend(), config_.backend()};
-      const int idle_ms = 2 * std::max(config_.broker.heartbeat_ms * config_.broker.liveness,
+      const int idle_ms = 2 * std::max(config_.broker.silence_ms(),
                                        config_.client.timeout_ms) + 1000;
       const uint64_t seed = scenario->seed;
       link_ = std::make_unique<Actor>(ctx_, "link", [ends, idle_ms, seed](zmq::context_t& ctx, zmq::socket_ref p) {

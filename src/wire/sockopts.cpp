@@ -3,7 +3,7 @@
 
 namespace zyolo {
 
-void apply_socket_options(zmq::socket_t& socket, const Config& config, Side side) {
+void apply_socket_options(zmq::socket_ref socket, const Config& config, Side side) {
   const auto& s = config.sockets;
   socket.set(zmq::sockopt::linger, s.linger_ms);
   socket.set(zmq::sockopt::sndhwm, s.sndhwm);

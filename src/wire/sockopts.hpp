@@ -17,6 +17,6 @@ enum class Side { Binds, Connects };
 // and the largest frame a peer may send (broker.max_message_bytes) on `socket`. With CURVE on
 // (config.curve settled, src/wire/curve.hpp) a binding socket is a CURVE server whose peers the ZAP
 // handler vets (domain "zyolo"), and a connecting one a CURVE client of the broker's public key.
-void apply_socket_options(zmq::socket_t& socket, const Config& config, Side side);
+void apply_socket_options(zmq::socket_ref socket, const Config& config, Side side);
 
 }  // namespace zyolo
