@@ -3,9 +3,11 @@
 
 #include <opencv2/core/utility.hpp>
 
+#include "src/cli/cli.hpp"
 #include "src/cli/commands.hpp"
 #include "src/cli/setting_flags.hpp"
 #include "src/config/config.hpp"
+#include "src/fleet/report.hpp"
 #include "src/yolo/models.hpp"
 
 namespace zyolo {
@@ -29,6 +31,16 @@ void check_autoscale_flags(const SettingFlags& flags, const Config& config) {
   if ((flags.given("autoscale.min_workers") || flags.given("autoscale.max_workers")) &&
       !config.autoscale.enabled)
     throw ConfigError("--min-workers and --max-workers need --autoscale (or autoscale.enabled)");
+}
+
+void print_report(const Report& report, std::ofstream& json_out) {
+  fmt::print("{}", summary_text(report));
+  if (json_out) json_out << to_json(report).dump(2) << "\n";
+}
+
+int exit_code_of(const Report& report) {
+  if (report.interrupted) return kExitInterrupted;
+  return report.clean() ? kExitOk : kExitUnclean;
 }
 
 void settle_pool_models(Config& config) {

@@ -144,10 +144,8 @@ int clients_command(const CLI::App& cmd, const NodeFlags& f) {
   }
   const Report report = run_fleet(config, {.progress = !f.quiet && isatty(STDERR_FILENO),
                                            .broker = false, .workers = false, .on_started = {}});
-  fmt::print("{}", summary_text(report));
-  if (report_out) report_out << to_json(report).dump(2) << "\n";
-  if (report.interrupted) return kExitInterrupted;
-  return report.clean() ? kExitOk : kExitUnclean;
+  print_report(report, report_out);
+  return exit_code_of(report);
 }
 
 }  // namespace

@@ -67,11 +67,9 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
                                            .announce = !flags.quiet,
                                            .scenario = scenario ? &*scenario : nullptr,
                                            .on_started = {}});
-  fmt::print("{}", summary_text(report));
-  if (report_out) report_out << to_json(report).dump(2) << "\n";
+  print_report(report, report_out);
   if (!flags.plot_file.empty()) write_plot(report, flags.plot_file);
-  if (report.interrupted) return kExitInterrupted;
-  return report.clean() ? kExitOk : kExitUnclean;
+  return exit_code_of(report);
 }
 
 }  // namespace

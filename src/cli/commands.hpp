@@ -5,6 +5,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -32,6 +33,12 @@ Config config_from_files(const std::vector<std::string>& files);
 // after the flags.
 class SettingFlags;
 void check_autoscale_flags(const SettingFlags& flags, const Config& config);
+
+// What a run that ends with a report does, `zyolo run` and `zyolo clients` alike: prints the
+// summary, writes the JSON to `json_out` when it is open; and the exit code the report means.
+struct Report;
+void print_report(const Report& report, std::ofstream& json_out);
+int exit_code_of(const Report& report);
 
 // Settles each pool's model (config.pools is filled in): a path or "none", never "auto", so errors
 // come before any thread starts; and sets OpenCV's one thread pool to worker.cv_threads.
