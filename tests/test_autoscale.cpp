@@ -2,7 +2,7 @@
 // spike scenarios, and a spike with a real YOLO model whose workers take time to load. Each run
 // must follow demand within 2 s of every change, never turn back within a phase, return to
 // min_workers, lose nothing and re-queue nothing by scaling, and hold a p99 within 2x of a fixed
-// fleet of the right size. Then the flags and config keys' errors.
+// fleet of the right size (outside the sanitizer passes). Then the flags and config keys' errors.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -23,14 +23,6 @@ using zyolo_test::time_scale_flag;
 using zyolo_test::TempFile;
 
 namespace {
-
-// p99 latency of 12 clients on a fixed fleet of 12 echo workers at 20 ms: the load of the
-// scenarios' hold, served by the fleet the controller should build for it.
-double fixed_fleet_p99() {
-  auto j = zyolo_test::run_report("run --clients 12 --workers 12 --model none --service-ms 20 --duration 4" +
-                                  time_scale_flag());
-  return j["latency_ms"]["p99"].get<double>();
-}
 
 // Scaling cost nothing: no request re-queued (there are no faults in these runs, so any re-queue
 // would be scaling's), every worker the controller retired left by the DISCONNECT handshake, and
@@ -103,28 +95,42 @@ double hold_p99(const nlohmann::json& j) {
   return 0;
 }
 
+// Runs `scenario` and, outside the sanitizer passes, a fixed fleet of the right size just before
+// it (12 clients on 12 echo workers at 20 ms: the load of the scenarios' hold, served by the
+// fleet the controller should build for it); checks the hold's p99 is within 2x of the fixed
+// fleet's. That is a ratio of latencies of
+// two runs, which a sanitizer's slowdown skews differently in each with whatever tests run beside
+// them (an AddressSanitizer CI run: 46.1 ms against 2 x 22.3), so the plain and tcp passes check
+// it; the sanitizer passes check everything else the scenario must do.
+nlohmann::json run_with_hold_check(const std::string& scenario) {
+  double fixed = 0;
+  if (!zyolo_test::sanitized())
+    fixed = zyolo_test::run_report("run --clients 12 --workers 12 --model none --service-ms 20 --duration 4" +
+                                   time_scale_flag())["latency_ms"]["p99"].get<double>();
+  auto j = run_scenario(scenario);
+  if (!zyolo_test::sanitized()) {
+    INFO("hold p99 ", hold_p99(j), " ms; fixed fleet of 12: ", fixed, " ms");
+    CHECK(hold_p99(j) <= 2 * fixed);
+  }
+  return j;
+}
+
 }  // namespace
 
 TEST_CASE("autoscale ramp: workers follow 1 -> 12 -> 1 clients, never flap, lose nothing") {
-  const double fixed = fixed_fleet_p99();
-  auto j = run_scenario("ramp");
+  auto j = run_with_hold_check("ramp");
   check_nothing_lost(j);
   check_scaled_cleanly(j);
   check_follows_demand(j, false);
   check_no_flapping(j, scaled(11.0));
-  INFO("hold p99 ", hold_p99(j), " ms; fixed fleet of 12: ", fixed, " ms");
-  CHECK(hold_p99(j) <= 2 * fixed);
 }
 
 TEST_CASE("autoscale spike: 1 -> 12 clients at once and back, reached exactly within 2 s") {
-  const double fixed = fixed_fleet_p99();
-  auto j = run_scenario("spike");
+  auto j = run_with_hold_check("spike");
   check_nothing_lost(j);
   check_scaled_cleanly(j);
   check_follows_demand(j, true);
   check_no_flapping(j, scaled(8.0));
-  INFO("hold p99 ", hold_p99(j), " ms; fixed fleet of 12: ", fixed, " ms");
-  CHECK(hold_p99(j) <= 2 * fixed);
 }
 
 TEST_CASE("autoscale with a real model: workers still loading count, so it never over-scales") {
