@@ -17,6 +17,11 @@
 // over the interval, clients active in the last client_window_ms, queue, workers, and the mean
 // queue wait and service time of the requests dispatched and answered in the interval.
 //
+// A full queue is not a dead peer: a worker whose queue is at the high-water mark (EAGAIN, it has
+// not read for a while) stays registered and idle, the request stays first in line, and the next
+// idle worker is tried (counted as full_pipes); only EHOSTUNREACH (the peer is gone) removes it.
+// Each wake-up reads every socket until nothing waits (a budget each), replies before requests.
+//
 // A client's Lazy Pirate retry of a request that is still queued or held (same routing id, same
 // request id) is dropped: the answer already on its way reaches the client's new socket, since
 // the frontend hands a routing id over to the newest connection.
@@ -51,6 +56,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+
+constexpr int kDrainBudget = 64;  // messages read from one socket per wake-up, at most
+
+// What became of a message sent to a ROUTER peer.
+enum class Routed { Sent, Full, Gone };  // Full: its queue is at the high-water mark (EAGAIN)
 
 // CPU time the calling thread has used, in microseconds. STATS carries the broker's own as
 // cpu_us (its thread asks in stats()), so a benchmark can divide it by the requests it routed.
@@ -148,8 +158,10 @@ class Broker {
                                                            Clock::now());
       zmq::poll(items, 3, std::max(wait, milliseconds(0)));
       if (items[0].revents & ZMQ_POLLIN) on_pipe();
-      if (items[2].revents & ZMQ_POLLIN) on_backend();  // replies first: they free workers
-      if (items[1].revents & ZMQ_POLLIN) on_frontend();
+      // Everything waiting is read before the next poll (each socket up to a budget, so that
+      // neither side nor the pipe waits long): replies first, they free workers.
+      if (items[2].revents & ZMQ_POLLIN) drain(backend_, &Broker::on_backend);
+      if (items[1].revents & ZMQ_POLLIN) drain(frontend_, &Broker::on_frontend);
       if (Clock::now() >= heartbeat_at_) on_heartbeat();
       if (Clock::now() >= demand_at_) publish_demand();
     }
@@ -166,11 +178,21 @@ class Broker {
     }
   }
 
-  void on_frontend() {
-    auto frames = recv_frames(frontend_, zmq::recv_flags::dontwait);
-    if (!frames) return;
-    if (frames_bytes(*frames) > max_bytes_) return count(Fault::Oversized);  // dropped
-    auto m = decode_client_request(std::move(*frames));
+  // Reads and handles messages from `socket` until none is waiting, or kDrainBudget of them.
+  void drain(zmq::socket_ref socket, void (Broker::*handle)(Frames)) {
+    for (int i = 0; i < kDrainBudget && !terminated_; ++i) {
+      auto frames = recv_frames(socket, zmq::recv_flags::dontwait);
+      if (!frames) return;
+      if (frames_bytes(*frames) > max_bytes_) {
+        count(Fault::Oversized);  // dropped
+        continue;
+      }
+      (this->*handle)(std::move(*frames));
+    }
+  }
+
+  void on_frontend(Frames frames) {
+    auto m = decode_client_request(std::move(frames));
     if (!m) return count(m.fault());  // cannot be answered in its own protocol: dropped
     if (m->service.starts_with("mmi.")) return on_mmi(m.value());
     ++n_.requests;
@@ -206,11 +228,8 @@ class Broker {
     to_client(m.sender, m.service, encode_mmi_reply(code));
   }
 
-  void on_backend() {
-    auto frames = recv_frames(backend_, zmq::recv_flags::dontwait);
-    if (!frames) return;
-    if (frames_bytes(*frames) > max_bytes_) return count(Fault::Oversized);  // dropped
-    auto m = decode_from_worker(std::move(*frames));
+  void on_backend(Frames frames) {
+    auto m = decode_from_worker(std::move(frames));
     if (!m) return count(m.fault());
     const std::string id = to_string(m->peer);
     auto it = workers_.find(id);
@@ -271,8 +290,10 @@ class Broker {
   // after a request went to it means the request (or its reply) was lost on the way, e.g. in a
   // network partition shorter than the expiry. The request is re-queued (once, as on expiry) and
   // the worker, alive and idle, goes back to the idle list.
+  // An idle worker's heartbeat also gives a request held back by its full queue another try.
   void on_worker_heartbeat(const std::string& id, WorkerEntry& w) {
-    if (!w.held || Clock::now() - w.held->dispatched_at <= 2 * heartbeat_) return;
+    if (!w.held) return dispatch(w.service);
+    if (Clock::now() - w.held->dispatched_at <= 2 * heartbeat_) return;
     ++n_.lost_in_transit;
     auto& service = services_[w.service];
     requeue(service, std::move(*w.held));
@@ -319,10 +340,13 @@ class Broker {
     dispatch(m.service);
   }
 
-  // Hands queued requests of `name` to its idle workers, least recently used first.
+  // Hands queued requests of `name` to its idle workers, least recently used first. A worker
+  // whose queue is full (it has not read for a while) keeps its place on the books, goes to the
+  // back of the idle list and gets the request later; each idle worker is tried once per call.
   void dispatch(const std::string& name) {
     auto& service = services_[name];
-    while (!service.idle.empty() && !service.requests.empty()) {
+    for (std::size_t tries = service.idle.size(); tries > 0 && !service.idle.empty() &&
+                                                  !service.requests.empty(); --tries) {
       const std::string id = service.idle.front();
       service.idle.pop_front();
       auto& w = workers_.at(id);
@@ -332,9 +356,15 @@ class Broker {
       client.copy(r.client);
       Frames body;
       for (auto& f : r.body) body.emplace_back().copy(f);  // shared, not copied, for large frames
-      if (!route(backend_, encode_broker_request(w.address, std::move(client), std::move(body)))) {
-        service.requests.push_front(std::move(r));  // the worker vanished; the request did not
-        remove_worker(id);
+      const Routed sent = route(backend_, encode_broker_request(w.address, std::move(client), std::move(body)));
+      if (sent != Routed::Sent) {
+        service.requests.push_front(std::move(r));  // the request stays first in line
+        if (sent == Routed::Gone) {
+          remove_worker(id);  // the worker vanished
+          return;           // (remove_worker dispatched what it could)
+        }
+        ++n_.full_pipes;
+        service.idle.push_back(id);
         continue;
       }
       const auto now = Clock::now();
@@ -406,20 +436,24 @@ class Broker {
     demand_at_ = now + demand_interval_;
   }
 
+  // An answer the client cannot take now (gone, or its queue full) is counted; the client's
+  // retry brings the request back, and the request id keeps it from being delivered twice.
   void to_client(const zmq::message_t& client, const std::string& service, Frames body) {
-    if (!route(frontend_, encode_client_reply(client, service, std::move(body)))) ++n_.unroutable;
+    if (route(frontend_, encode_client_reply(client, service, std::move(body))) != Routed::Sent)
+      ++n_.unroutable;
   }
 
   void to_worker(const zmq::message_t& address, Command c) {
-    if (!route(backend_, encode_broker_command(address, c))) ++n_.unroutable;
+    if (route(backend_, encode_broker_command(address, c)) != Routed::Sent) ++n_.unroutable;
   }
 
-  // Sends to a ROUTER peer; false when the peer is gone or cannot take more.
-  static bool route(zmq::socket_ref socket, Frames frames) {
+  // Sends to a ROUTER peer (ZMQ_ROUTER_MANDATORY): EHOSTUNREACH when the peer is gone, EAGAIN
+  // when its queue is at the high-water mark; never blocks.
+  static Routed route(zmq::socket_ref socket, Frames frames) {
     try {
-      return send_frames(socket, frames, zmq::send_flags::dontwait);
+      return send_frames(socket, frames, zmq::send_flags::dontwait) ? Routed::Sent : Routed::Full;
     } catch (const zmq::error_t& e) {
-      if (e.num() == EHOSTUNREACH) return false;
+      if (e.num() == EHOSTUNREACH) return Routed::Gone;
       throw;
     }
   }

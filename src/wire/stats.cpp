@@ -61,6 +61,7 @@ void mdp_fields(S& s, F& f) {
   f("disconnects", s.disconnects);
   f("crossed_disconnect", s.crossed_disconnect);
   f("requeued_after_disconnect", s.requeued_after_disconnect);
+  f("full_pipes", s.full_pipes);
   f("malformed", s.malformed);
   f("faults", s.faults);
   f("services", s.services);
@@ -322,7 +323,8 @@ void add(BrokerStats& total, const BrokerStats& later) {
         {&sum.retries_dropped, total.retries_dropped}, {&sum.lost_in_transit, total.lost_in_transit},
         {&sum.disconnects, total.disconnects}, {&sum.crossed_disconnect, total.crossed_disconnect},
         {&sum.requeued_after_disconnect, total.requeued_after_disconnect},
-        {&sum.malformed, total.malformed}, {&sum.cpu_us, total.cpu_us},
+        {&sum.full_pipes, total.full_pipes}, {&sum.malformed, total.malformed},
+        {&sum.cpu_us, total.cpu_us},
         {&sum.protocol_errors_by_kind.ready_twice, total.protocol_errors_by_kind.ready_twice},
         {&sum.protocol_errors_by_kind.unasked_reply, total.protocol_errors_by_kind.unasked_reply},
         {&sum.protocol_errors_by_kind.reserved_service, total.protocol_errors_by_kind.reserved_service}})
