@@ -65,4 +65,17 @@ inline void check_nothing_lost(const nlohmann::json& j, bool errors_allowed = fa
   CHECK(j["actor_errors"].empty());
 }
 
+// The report's first event of `kind`, and its worker `id`; null when there is none.
+inline const nlohmann::json* find_event(const nlohmann::json& j, const std::string& kind) {
+  for (const auto& e : j["events"])
+    if (e["kind"] == kind) return &e;
+  return nullptr;
+}
+
+inline const nlohmann::json* find_worker(const nlohmann::json& j, const std::string& id) {
+  for (const auto& w : j["workers"])
+    if (w["id"] == id) return &w;
+  return nullptr;
+}
+
 }  // namespace zyolo_test

@@ -3,7 +3,9 @@
 // new socket with the same routing id, until the deadline.
 #include <doctest/doctest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <zmq_addon.hpp>
 
 #include "src/wire/actor.hpp"
@@ -11,20 +13,25 @@
 #include "src/wire/pipe.hpp"
 #include "src/wire/protocol.hpp"
 #include "src/wire/stats.hpp"
+#include "sockets.hpp"
 
 using namespace zyolo;
 
 namespace {
 
 struct FakeBroker {
+  explicit FakeBroker(int in_flight = 1, int timeout_ms = 100)
+      : in_flight_(in_flight), timeout_ms_(timeout_ms) {}
+  int in_flight_, timeout_ms_;
   zmq::context_t ctx = make_context();
-  Config config = [] {
+  Config config = [this] {
     Config c = default_config();
     c.run.transport = "inproc";
     c.worker.model = "none";
     c.run.duration_s = 0;  // each test gives its client a request count
     c.run.requests = 1;
-    c.client.timeout_ms = 100;
+    c.client.in_flight = in_flight_;
+    c.client.timeout_ms = timeout_ms_;
     c.client.deadline_ms = 5000;
     validate(c);
     return c;
@@ -128,4 +135,75 @@ TEST_CASE("a silent broker: the client resends on a new socket with the same rou
   CHECK(records[0].status == 200);
   CHECK(records[0].retries == 2);
   CHECK(totals["reconnects"] == 2);
+}
+
+TEST_CASE("a window of 4: four requests outstanding at once, answered in any order, each recorded once") {
+  FakeBroker fb(4, 5000);  // a timeout far beyond the test: no retry
+  Actor c(fb.ctx, "client", [cfg = fb.config](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 6); });
+  std::map<std::string, std::string> payloads;  // request id -> its echo payload
+  std::string who;
+  for (int i = 0; i < 4; ++i) {
+    auto [from, id] = fb.next();
+    who = from;
+    payloads[id] = fb.last_payload;
+  }
+  CHECK(payloads.size() == 4);
+  CHECK(payloads.count("c0-0") == 1);
+  CHECK(payloads.count("c0-3") == 1);
+  // The window is full: nothing more comes until an answer leaves.
+  CHECK_FALSE(zyolo_test::recv(fb.router, std::chrono::milliseconds(200)).has_value());
+  fb.answer(who, "c0-2", payloads["c0-2"]);
+  fb.answer(who, "c0-0", payloads["c0-0"]);
+  for (int i = 0; i < 2; ++i) {  // two answers made room for two more
+    auto [from, id] = fb.next();
+    payloads[id] = fb.last_payload;
+  }
+  CHECK(payloads.count("c0-5") == 1);
+  fb.answer(who, "c0-0", payloads["c0-0"]);  // a repeated answer: dropped
+  for (const char* id : {"c0-5", "c0-1", "c0-3", "c0-4"}) fb.answer(who, id, payloads[id]);
+  std::vector<ClientRecord> records;
+  auto totals = wait_done(c, records);
+  CHECK(totals["sent"] == 6);
+  CHECK(totals["answered"] == 6);
+  CHECK(totals["duplicates_dropped"] == 1);
+  CHECK(totals["mismatched"] == 0);
+  REQUIRE(records.size() == 6);
+  std::set<uint32_t> seqs;
+  for (const auto& r : records) {
+    CHECK(r.status == 200);
+    CHECK(r.retries == 0);
+    seqs.insert(r.seq);
+  }
+  CHECK(seqs == std::set<uint32_t>{0, 1, 2, 3, 4, 5});
+  CHECK(records[0].seq == 2);  // in the order they were answered
+  CHECK(records[1].seq == 0);
+}
+
+TEST_CASE("a silent broker and a window of 3: every outstanding request is resent on the new socket") {
+  FakeBroker fb(3, 100);
+  Actor c(fb.ctx, "client", [cfg = fb.config](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 3); });
+  std::set<std::string> first, second;
+  std::string who1, who2;
+  for (int i = 0; i < 3; ++i) first.insert(fb.next().second);  // ignored: a timeout later, again
+  for (int i = 0; i < 3; ++i) {
+    auto [from, id] = fb.next();
+    who2 = from;
+    second.insert(id);
+  }
+  CHECK(first == std::set<std::string>{"c0-0", "c0-1", "c0-2"});
+  CHECK(second == first);
+  for (const auto& id : second) {
+    const std::string echo = id + std::string(fb.config.client.payload_bytes - id.size(), '.');
+    fb.answer(who2, id, echo);
+  }
+  std::vector<ClientRecord> records;
+  auto totals = wait_done(c, records);
+  REQUIRE(records.size() == 3);
+  for (const auto& r : records) {
+    CHECK(r.status == 200);
+    CHECK(r.retries >= 1);
+  }
+  CHECK(totals["answered"] == 3);
+  CHECK(totals["mismatched"] == 0);
+  CHECK(totals["reconnects"].get<long>() >= 1);
 }

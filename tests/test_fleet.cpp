@@ -77,6 +77,50 @@ TEST_CASE("Lazy Pirate: a slow worker makes clients retry; the broker drops retr
   CHECK(r.mismatched == 0);
 }
 
+TEST_CASE("pipelined: 4 clients with 8 in flight each, 2 workers, 2000 requests: all answered once") {
+  Config c = base(4, 2, 2000);
+  c.client.in_flight = 8;
+  c.worker.service_ms = 0;
+  validate(c);
+  Report r = run_fleet(c);
+  CHECK(r.in_flight == 8);
+  CHECK(r.sent == 2000);
+  CHECK(r.answered == 2000);
+  CHECK(r.lost == 0);
+  CHECK(r.duplicates_delivered == 0);
+  CHECK(r.mismatched == 0);
+  REQUIRE(r.broker);
+  CHECK(r.broker->replies == 2000);
+  CHECK(r.broker->requests == 2000 + r.retries);  // every retry reached it once, and was dropped
+  CHECK(r.broker->retries_dropped == r.retries);
+  CHECK(r.workers.at(0).served + r.workers.at(1).served == 2000);
+}
+
+// The service takes 4x the client's starting timeout. A fixed timeout retries every request
+// about three times; the adaptive one retries while it has no answer to learn from, then never.
+TEST_CASE("adaptive timeout: a service 4x the starting timeout is retried only until the estimate settles") {
+  auto run = [](bool adaptive) {
+    Config c = base(1, 1, 6);
+    c.worker.service_ms = 200;
+    c.client.timeout_ms = 50;
+    c.client.deadline_ms = 20000;
+    c.client.adaptive_timeout = adaptive;
+    validate(c);
+    return run_fleet(c);
+  };
+  Report fixed = run(false), adaptive = run(true);
+  for (const Report* r : {&fixed, &adaptive}) {
+    CHECK(r->answered == 6);
+    CHECK(r->lost == 0);
+    CHECK(r->duplicates_delivered == 0);
+    REQUIRE(r->broker);
+    CHECK(r->broker->retries_dropped == r->retries);  // a retry never cost a second service
+  }
+  CHECK(fixed.retries >= 12);    // 2 or 3 for each of 6 requests
+  CHECK(adaptive.retries >= 1);  // the first request, before any answer
+  CHECK(adaptive.retries <= 4);  // ... and no more once it was answered
+}
+
 TEST_CASE("a request that outlives its deadline ends as an explicit 504 error, not as lost") {
   Config c = base(2, 1, 4);
   c.worker.service_ms = 400;

@@ -22,6 +22,8 @@ using zyolo_test::has;
 using zyolo_test::slurp;
 using zyolo_test::TempFile;
 using zyolo_test::check_nothing_lost;
+using zyolo_test::find_event;
+using zyolo_test::find_worker;
 using zyolo_test::run_scenario;
 using zyolo_test::scaled;
 
@@ -31,18 +33,6 @@ namespace {
 // The heartbeat interval the shipped scenarios run with (config/default.toml), in seconds of the
 // time line (scaled with it, as every time below).
 const double kHeartbeatS = scaled(1.0);
-
-const nlohmann::json* find_event(const nlohmann::json& j, const std::string& kind) {
-  for (const auto& e : j["events"])
-    if (e["kind"] == kind) return &e;
-  return nullptr;
-}
-
-const nlohmann::json* find_worker(const nlohmann::json& j, const std::string& id) {
-  for (const auto& w : j["workers"])
-    if (w["id"] == id) return &w;
-  return nullptr;
-}
 
 // The memory a run ended with is within 20% of what it had once every actor had started, plus
 // what the report must keep: one record per request ended, for exact percentiles (RecordSink:

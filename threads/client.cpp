@@ -1,15 +1,32 @@
-// The client: synchronous request/reply with the guide's Lazy Pirate retries, as an actor.
-// One request is in flight at a time. When no reply comes within the timeout, the client closes
+// The client: request/reply with the guide's Lazy Pirate retries, as an actor.
+//
+// It keeps up to client.in_flight requests outstanding (default 1: the synchronous client of the
+// guide, one request at a time). Outstanding requests are keyed by their request id; as they all
+// share one timeout, the order they were sent in is their timer queue, and only its oldest entry
+// is ever due first (O(1)). When the oldest gets no answer within the timeout, the client closes
 // its DEALER, opens a new one (same routing id, so the broker hands the identity over) and sends
-// the same request again, until the request's deadline. The request id makes this safe: a reply
-// whose id is not the one in flight is a late answer to an earlier attempt, dropped and counted.
-// RETIRE (a scenario lowering the client count) ends the client after the request in flight.
+// every outstanding request again; each request ends at its own deadline. The request id makes
+// this safe: the broker drops a retry of a request it still holds, and a reply whose id is no
+// longer outstanding is a late answer to an earlier attempt, dropped and counted.
+//
+// The timeout (client.adaptive_timeout, on by default) follows the answers, by TCP's rule
+// (RFC 6298): smoothed round trip + 4 x its variation, no less than client.min_timeout_ms (or
+// timeout_ms if that is less), no more than the deadline. client.timeout_ms is where it starts,
+// and how far a run of timeouts doubles it back up. So a retry means a loss, not a queue.
+// Off, every timeout is timeout_ms.
+//
+// After each wake-up it reads every answer waiting (up to a budget) before it sleeps again.
+// RETIRE (a scenario lowering the client count) ends the client once what is outstanding ended.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <unordered_map>
 
 #include "src/wire/actor.hpp"
 #include "src/wire/pipe.hpp"
@@ -27,12 +44,67 @@ using std::chrono::microseconds;
 using std::chrono::milliseconds;
 
 constexpr milliseconds kFlushEvery{100};  // how often finished requests travel to the supervisor
+constexpr int kDrainBudget = 256;         // answers read per wake-up before the pipe is looked at
+
+// The retransmission timeout of RFC 6298, in microseconds: srtt + 4 x rttvar between a floor and
+// a ceiling, backed off (doubled) on a timeout up to `backoff_cap`.
+class Timeout {
+ public:
+  explicit Timeout(const ClientConfig& c)
+      : adaptive_(c.adaptive_timeout),
+        floor_(std::min(c.min_timeout_ms, c.timeout_ms) * 1000.0),
+        ceiling_(c.deadline_ms * 1000.0),
+        backoff_cap_(c.timeout_ms * 1000.0),
+        rto_(c.timeout_ms * 1000.0) {}
+
+  Clock::duration now() const {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::micro>(rto_));
+  }
+
+  // A round trip measured from a request's first send to its answer. (The broker drops a retry of
+  // a request it still holds, so the answer is to the first attempt whenever nothing was lost;
+  // when something was, the sample errs long, which only makes the next retry later.)
+  void sample(double r_us) {
+    if (!adaptive_) return;
+    if (srtt_ < 0) {
+      srtt_ = r_us;
+      rttvar_ = r_us / 2;
+    } else {
+      rttvar_ = 0.75 * rttvar_ + 0.25 * std::abs(srtt_ - r_us);
+      srtt_ = 0.875 * srtt_ + 0.125 * r_us;
+    }
+    rto_ = std::clamp(srtt_ + 4 * rttvar_, floor_, ceiling_);
+  }
+
+  // A timeout: doubled, up to client.timeout_ms (never below what the estimate already says).
+  void back_off() {
+    if (adaptive_) rto_ = std::max(rto_, std::min(2 * rto_, backoff_cap_));
+  }
+
+ private:
+  bool adaptive_;
+  double floor_, ceiling_, backoff_cap_;
+  double rto_;
+  double srtt_ = -1, rttvar_ = 0;
+};
+
+// A request sent and not yet ended.
+struct Outstanding {
+  uint32_t seq;
+  const Image* image;  // null: a synthetic payload that carries the request id
+  std::string echo;    // that payload
+  Clock::time_point first, sent;  // its first send; its latest send
+  uint16_t retries = 0;
+
+  std::string_view payload() const { return image ? std::string_view(image->bytes) : echo; }
+};
 
 class Client {
  public:
   Client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, std::string id,
          long requests)
-      : ctx_(ctx), pipe_(pipe), config_(config), id_(std::move(id)), requests_(requests) {
+      : ctx_(ctx), pipe_(pipe), config_(config), id_(std::move(id)), requests_(requests),
+        window_(static_cast<std::size_t>(config.client.in_flight)), timeout_(config.client) {
     // A routing id unique to this client across processes and hosts, kept over reconnects.
     std::random_device rd;
     routing_id_ = make_routing_id(id_, rd());
@@ -45,12 +117,14 @@ class Client {
 
   void run() {
     const auto start = Clock::now();
-    const bool timed = config_.run.duration_s > 0;
-    const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                                 std::chrono::duration<double>(config_.run.duration_s));
+    end_ = start + std::chrono::duration_cast<Clock::duration>(
+                       std::chrono::duration<double>(config_.run.duration_s));
     flush_at_ = start + kFlushEvery;
-    while (!terminated_ && !retiring_ && (timed ? Clock::now() < end : sent_ < requests_))
-      one_request();
+    while (!terminated_) {
+      fill_window();
+      if (outstanding_.empty()) break;  // nothing more to send, nothing to wait for
+      wait();
+    }
     if (terminated_) return;
     flush();
     send_pipe(pipe_, PipeCommand::Done, args_of(totals()));
@@ -65,44 +139,84 @@ class Client {
     socket_->connect(config_.frontend());
   }
 
-  // Sends one request and waits for its answer, resending on timeout, until its deadline.
-  void one_request() {
-    const std::string rid = fmt::format("{}-{}", id_, sent_);
-    const Image* image = images_.empty() ? nullptr : &images_[sent_ % images_.size()];
-    ++sent_;
-    std::string echo;  // without images the payload carries the id, so an echo proves the
-    if (!image) {      // reply belongs to this request
-      echo = rid;
-      echo.resize(std::max<std::size_t>(rid.size(), config_.client.payload_bytes), '.');
-    }
-    const std::string_view payload = image ? std::string_view(image->bytes) : echo;
-    const auto first = Clock::now();
-    const auto deadline = first + milliseconds(config_.client.deadline_ms);
-    uint16_t retries = 0;
-    send_request(rid, payload);
-    auto timeout_at = first + milliseconds(config_.client.timeout_ms);
-    while (!terminated_) {
-      const auto wake = std::min({timeout_at, deadline, flush_at_});
-      zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
-                                 {socket_->handle(), 0, ZMQ_POLLIN, 0}};
-      const auto wait = std::chrono::duration_cast<milliseconds>(wake - Clock::now());
-      zmq::poll(items, 2, std::max(milliseconds(0), wait + milliseconds(1)));
-      if (items[0].revents & ZMQ_POLLIN) on_pipe();
-      if (items[1].revents & ZMQ_POLLIN) {
-        if (auto reply = take_reply(rid, payload))
-          return finish(first, reply->status, retries, &reply.value(), image);
+  bool may_send() const {
+    if (retiring_) return false;
+    return config_.run.duration_s > 0 ? Clock::now() < end_ : sent_ < requests_;
+  }
+
+  // Sends new requests until the window is full or there is nothing more to send.
+  void fill_window() {
+    while (outstanding_.size() < window_ && may_send()) {
+      const auto seq = static_cast<uint32_t>(sent_);
+      std::string rid = fmt::format("{}-{}", id_, sent_);
+      Outstanding o{seq, images_.empty() ? nullptr : &images_[sent_ % images_.size()], {},
+                    Clock::now(), Clock::now(), 0};
+      if (!o.image) {  // without images the payload carries the id, so an echo proves the
+        o.echo = rid;  // reply belongs to this request
+        o.echo.resize(std::max<std::size_t>(rid.size(), config_.client.payload_bytes), '.');
       }
-      const auto now = Clock::now();
-      if (now >= flush_at_) flush();
-      if (now >= deadline) return finish(first, 504, retries, nullptr, image);
-      if (now >= timeout_at) {  // Lazy Pirate: a new socket, the same request
-        ++retries;
-        ++reconnects_;
-        connect();
-        send_request(rid, payload);
-        timeout_at = now + milliseconds(config_.client.timeout_ms);
-      }
+      ++sent_;
+      send_request(rid, o.payload());
+      order_.push_back(rid);
+      outstanding_.emplace(std::move(rid), std::move(o));
     }
+  }
+
+  // The oldest outstanding request: the first due, for its timeout and for its deadline.
+  const Outstanding& oldest() {
+    while (!outstanding_.count(order_.front())) order_.pop_front();  // ended: skipped lazily
+    return outstanding_.at(order_.front());
+  }
+
+  // One wake-up: sleeps until an answer, a pipe command, or the oldest request's timeout or
+  // deadline; then reads what is waiting and acts on what is due.
+  void wait() {
+    const Outstanding& o = oldest();
+    const auto deadline = o.first + milliseconds(config_.client.deadline_ms);
+    const auto timeout_at = o.sent + timeout_.now();
+    const auto wake = std::min({timeout_at, deadline, flush_at_});
+    zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
+                               {socket_->handle(), 0, ZMQ_POLLIN, 0}};
+    const auto wait = std::chrono::duration_cast<milliseconds>(wake - Clock::now());
+    zmq::poll(items, 2, std::max(milliseconds(0), wait + milliseconds(1)));
+    if (items[0].revents & ZMQ_POLLIN) on_pipe();
+    if (items[1].revents & ZMQ_POLLIN) drain();
+    const auto now = Clock::now();
+    end_overdue(now);
+    if (now >= flush_at_) flush();
+    if (!outstanding_.empty() && now >= oldest().sent + timeout_.now()) retry_all(now);
+  }
+
+  // Reads answers until none is waiting, or the budget is spent.
+  void drain() {
+    for (int i = 0; i < kDrainBudget && !terminated_; ++i)
+      if (!take_reply()) return;
+  }
+
+  // Requests past their deadline end as 504, oldest first.
+  void end_overdue(Clock::time_point now) {
+    while (!outstanding_.empty()) {
+      const Outstanding& o = oldest();
+      if (now < o.first + milliseconds(config_.client.deadline_ms)) return;
+      finish(order_.front(), 504, nullptr);
+    }
+  }
+
+  // Lazy Pirate: a new socket, and every outstanding request sent again on it.
+  void retry_all(Clock::time_point now) {
+    ++reconnects_;
+    timeout_.back_off();
+    connect();
+    std::deque<std::string> still;
+    for (auto& rid : order_) {
+      auto it = outstanding_.find(rid);
+      if (it == outstanding_.end()) continue;
+      ++it->second.retries;
+      it->second.sent = now;
+      send_request(rid, it->second.payload());
+      still.push_back(std::move(rid));
+    }
+    order_ = std::move(still);
   }
 
   void send_request(const std::string& rid, std::string_view payload) {
@@ -112,46 +226,50 @@ class Client {
     (void)send_frames(*socket_, frames, zmq::send_flags::dontwait);
   }
 
-  // Reads one reply; returns it if it answers request `rid`, nothing otherwise.
-  std::optional<AppReply> take_reply(const std::string& rid, std::string_view payload) {
+  // Reads one reply, if one is waiting, and ends the request it answers; false when none was.
+  bool take_reply() {
     auto frames = recv_frames(*socket_, zmq::recv_flags::dontwait);
-    if (!frames) return std::nullopt;
+    if (!frames) return false;
     auto m = decode_client_reply(std::move(*frames));
     if (!m) {
       ++malformed_;
-      return std::nullopt;
+      return true;
     }
     const bool other_service = m->service != config_.run.service;
     auto reply = decode_app_reply(std::move(m->body));
     if (!reply) {
       ++malformed_;
-      return std::nullopt;
+      return true;
     }
-    if (reply->id != rid) {  // an answer to an attempt we gave up on: never delivered twice
+    auto it = outstanding_.find(reply->id);
+    if (it == outstanding_.end()) {  // an answer to an attempt that ended: never delivered twice
       ++late_;
-      return std::nullopt;
+      return true;
     }
-    if (reply->status == 200 && !yolo_ && reply->payload.to_string_view() != payload)
+    if (reply->status == 200 && !yolo_ && reply->payload.to_string_view() != it->second.payload())
       ++mismatched_;
     if (other_service) ++wrong_service_;
-    return std::move(reply.value());
+    finish(reply->id, reply->status, &reply.value());
+    return true;
   }
 
-  // Records how request number sent_-1 ended; for YOLO answers, its stage times and detections.
-  void finish(Clock::time_point first, int status, uint16_t retries, const AppReply* reply,
-              const Image* image) {
+  // Records how request `rid` ended; for YOLO answers, its stage times and detections.
+  void finish(const std::string& rid, int status, const AppReply* reply) {
+    auto node = outstanding_.extract(rid);
+    const Outstanding& o = node.mapped();
     const auto now = Clock::now();
+    const auto latency = std::chrono::duration_cast<microseconds>(now - o.first).count();
     ClientRecord r{std::chrono::duration_cast<microseconds>(now.time_since_epoch()).count(),
-                   static_cast<uint32_t>(sent_ - 1),
-                   static_cast<uint32_t>(std::chrono::duration_cast<microseconds>(now - first).count()),
-                   static_cast<uint16_t>(status), retries, {0, 0, 0, 0}};
+                   o.seq, static_cast<uint32_t>(latency), static_cast<uint16_t>(status), o.retries,
+                   {0, 0, 0, 0}};
+    if (reply) timeout_.sample(static_cast<double>(latency));
     if (reply && status == 200 && yolo_) {
       if (auto result = decode_app_result(reply->json)) {
         if (result->service != config_.run.service) ++wrong_service_;
         if (result->times_ms)
           for (int i = 0; i < 4; ++i)
             r.stage_us[i] = static_cast<uint32_t>((*result->times_ms)[i] * 1000.0);
-        if (save_) save(*reply, result.value(), image);
+        if (save_) save(*reply, result.value(), o.image);
       }
     }
     if (status == 200) ++answered_;
@@ -180,7 +298,7 @@ class Client {
   }
 
   // $TERM ends the client; STATS (asked when a run is interrupted) flushes, then answers;
-  // RETIRE lets the request in flight end, then the client says DONE.
+  // RETIRE sends nothing new: the client says DONE once what is outstanding has ended.
   void on_pipe() {
     auto m = recv_pipe(pipe_);
     if (!m || m->command == PipeCommand::Term) {
@@ -203,13 +321,17 @@ class Client {
   const Config& config_;
   std::string id_, routing_id_;
   long requests_;
+  const std::size_t window_;  // client.in_flight
   const bool yolo_ = config_.worker.model != "none";
   const bool save_ = !config_.client.save_detections.empty();
   std::vector<Image> images_;  // empty: a synthetic payload that carries the request id
   std::optional<zmq::socket_t> socket_;
+  std::unordered_map<std::string, Outstanding> outstanding_;  // by request id
+  std::deque<std::string> order_;  // their ids in the order sent: the timer queue
+  Timeout timeout_;
   ClientRecords records_;
   DetectionLines detections_;  // JSON lines waiting for the next flush
-  Clock::time_point flush_at_;
+  Clock::time_point flush_at_, end_;
   bool terminated_ = false, retiring_ = false;
   long sent_ = 0, answered_ = 0, late_ = 0, mismatched_ = 0, malformed_ = 0, reconnects_ = 0;
   long wrong_service_ = 0;

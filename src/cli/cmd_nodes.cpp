@@ -179,7 +179,7 @@ Subcommand add_clients_command(CLI::App& root) {
   auto& f = *flags;
   auto* cmd = root.add_subcommand("clients", "Run clients alone until every request has ended; report as zyolo run");
   cmd->add_option("--connect", f.connect, "The broker's frontend: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_frontend)");
-  f.settings.add(*cmd, {"run.clients", "run.requests", "run.duration_s", "client.images", "worker.model",
+  f.settings.add(*cmd, {"run.clients", "run.requests", "run.duration_s", "client.in_flight", "client.images", "worker.model",
                         "curve.server_key"});
   cmd->add_option("--report", f.report_file, "Write the report as JSON to this file");
   add_common_flags(*cmd, f);

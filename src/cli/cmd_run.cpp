@@ -78,7 +78,7 @@ Subcommand add_run_command(CLI::App& root) {
   auto flags = std::make_shared<RunFlags>();
   auto& f = *flags;
   auto* run = root.add_subcommand("run", "Run a whole fleet in this process (threads, one context)");
-  f.settings.add(*run, {"run.clients", "run.workers", "run.requests", "run.duration_s",
+  f.settings.add(*run, {"run.clients", "run.workers", "run.requests", "run.duration_s", "client.in_flight",
                         "autoscale.enabled", "autoscale.min_workers", "autoscale.max_workers",
                         ZYOLO_DETECTOR_KEYS, "worker.service_ms", "client.images",
                         "client.save_detections", "run.transport", "run.broker", "run.time_scale"});

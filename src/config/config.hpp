@@ -91,7 +91,10 @@ struct WorkerConfig {
 };
 
 struct ClientConfig {
-  int timeout_ms = 0;
+  int in_flight = 1;            // requests outstanding at once (1: synchronous)
+  int timeout_ms = 0;           // the fixed timeout; adaptive: where it starts, its back-off's cap
+  bool adaptive_timeout = true; // the timeout follows the answers (RFC 6298)
+  int min_timeout_ms = 0;       // adaptive: never less
   int deadline_ms = 0;
   int payload_bytes = 0;
   std::string images;  // a folder of .jpg/.png, or "" for synthesised images

@@ -232,7 +232,7 @@ nlohmann::json to_json(const Report& r) {
       {"run",
        {{"clients", r.clients}, {"workers", r.workers_started}, {"pools", pools},
         {"transport", r.transport}, {"broker", r.broker_kind}, {"scenario", r.scenario}, {"elapsed_s", r.elapsed_s},
-        {"time_scale", r.time_scale},
+        {"time_scale", r.time_scale}, {"in_flight", r.in_flight},
         {"interrupted", r.interrupted}, {"allocator", allocator_name()}}},
       {"requests",
        {{"sent", r.sent}, {"answered", r.answered}, {"errors", r.errors}, {"lost", r.lost},
@@ -304,7 +304,8 @@ static std::string counters_text(const Report& r) {
 
 std::string summary_text(const Report& r) {
   std::string s;
-  s += fmt::format("zyolo run: {} clients, {} workers, transport {}{}{}{}{}\n", r.clients,
+  s += fmt::format("zyolo run: {} clients{}, {} workers, transport {}{}{}{}{}\n", r.clients,
+                   r.in_flight == 1 ? "" : fmt::format(" ({} in flight each)", r.in_flight),
                    r.workers_started, r.transport,
                    r.broker_kind.empty() || r.broker_kind == "mdp" ? "" : ", broker " + r.broker_kind,
                    r.scenario.empty() ? "" : ", scenario " + r.scenario,

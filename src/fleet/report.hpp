@@ -93,6 +93,7 @@ struct Report {
   std::string broker_kind;        // run.broker: mdp, or proxy (the shared queue)
   std::vector<PoolConfig> pools;  // service, model ("none": echo) and worker count of each
   double elapsed_s = 0;
+  int in_flight = 1;      // client.in_flight: requests each client kept outstanding, at most
   double time_scale = 1;  // run.time_scale: the time line was played this many times as long
   bool interrupted = false;
   // Requests: every request sent ends answered (200), as an error (another status, or 504 when

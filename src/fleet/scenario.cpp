@@ -319,7 +319,7 @@ void scale_time_line(Config& config, Scenario* scenario) {
   };
   config.run.duration_s *= k;
   for (int* v : {&config.run.report_interval_ms, &config.broker.heartbeat_ms,
-                 &config.client.timeout_ms, &config.client.deadline_ms,
+                 &config.client.timeout_ms, &config.client.min_timeout_ms, &config.client.deadline_ms,
                  &config.worker.reconnect_initial_ms, &config.worker.reconnect_max_ms,
                  &config.sockets.reconnect_ivl_ms, &config.sockets.reconnect_ivl_max_ms,
                  &config.sockets.heartbeat_ivl_ms, &config.sockets.heartbeat_timeout_ms,

@@ -90,6 +90,7 @@ class Supervisor final : private FleetControl {
     report_.clients = options_.clients ? config_.run.clients : 0;
     report_.transport = config_.run.transport;
     report_.time_scale = config_.run.time_scale;
+    report_.in_flight = config_.client.in_flight;
     report_.broker_kind = config_.run.broker;
     for (const auto& pool : pools_) {
       const int n = options_.workers ? initial_workers(pool) : 0;
