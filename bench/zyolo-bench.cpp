@@ -1,10 +1,10 @@
 // zyolo-bench: the two measurements of the benchmark harness (bench/run) that the zyolo binary
 // cannot make itself. Each prints one JSON object on stdout.
 //
-//   zyolo-bench direct --transport T --clients N --duration S
+//   zyolo-bench direct --transport T --clients N --duration S [--in-flight K]
 //     The latency floor: N DEALER clients and one ROUTER echo server, no broker, over inproc, ipc
-//     or tcp. Like the fleet's clients, each client keeps one request in flight and checks that
-//     the echo is its own; the server is one thread, like the broker. The JSON has the keys of
+//     or tcp. Like the fleet's clients, each client keeps K requests in flight (default 1) and
+//     checks that each echo is its own; the server is one thread, like the broker. The JSON has the keys of
 //     `zyolo run --report` that bench/run reads (throughput_rps, latency_ms, requests), and its
 //     percentiles come from the same RecordSink arithmetic as zyolo run's.
 //
@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -64,6 +65,7 @@ struct DirectOptions {
   int clients = 1;
   double duration_s = 2;
   int payload_bytes = zyolo::default_config().client.payload_bytes;  // what fleet clients send
+  int in_flight = 1;
 };
 
 // The endpoint the echo server binds: ipc in a file of this process's own, tcp on a free port.
@@ -98,8 +100,9 @@ void echo_server(zmq::context_t& ctx, zmq::socket_ref pipe, const std::string& t
 }
 
 // One client: connects, makes one round trip (so the connection is up), says READY, waits for
-// STATS (go), then runs round trips for the duration, one in flight, and answers
-// [STATS][JSON][packed ClientRecords]. Then waits for $TERM.
+// STATS (go), then runs round trips for the duration, K in flight, and answers
+// [STATS][JSON][packed ClientRecords]. Then waits for $TERM. The server echoes in order, so the
+// answers come back in the order sent: the oldest outstanding request is the one answered.
 class DirectClient {
  public:
   DirectClient(zmq::context_t& ctx, zmq::socket_ref pipe, const std::string& endpoint,
@@ -122,13 +125,23 @@ class DirectClient {
     const auto end = start + std::chrono::duration_cast<Clock::duration>(
                                  std::chrono::duration<double>(options_.duration_s));
     uint32_t seq = 1;
-    while (Clock::now() < end) {
-      const auto sent = Clock::now();
-      if (!round_trip(seq, end + std::chrono::seconds(10))) break;
+    std::deque<std::pair<uint32_t, Clock::time_point>> outstanding;  // in the order sent
+    const auto give_up = end + std::chrono::seconds(10);
+    for (;;) {
+      while (Clock::now() < end && outstanding.size() < static_cast<std::size_t>(options_.in_flight)) {
+        send(seq);
+        outstanding.emplace_back(seq++, Clock::now());
+      }
+      if (outstanding.empty()) break;
+      auto reply = next_reply(give_up);
+      if (!reply) break;  // $TERM, or no echo in 10 s
+      const auto [expected, sent] = outstanding.front();
+      outstanding.pop_front();
+      if (!echoes(*reply, expected)) ++mismatched_;
       const auto done = Clock::now();
       zyolo::ClientRecord r{};  // as a fleet client records an answered request
       r.end_us = std::chrono::duration_cast<microseconds>(done.time_since_epoch()).count();
-      r.seq = seq++;
+      r.seq = expected;
       r.latency_us =
           static_cast<uint32_t>(std::chrono::duration_cast<microseconds>(done - sent).count());
       r.status = 200;
@@ -144,27 +157,41 @@ class DirectClient {
   }
 
  private:
-  // Sends request `seq` and waits for its echo until `deadline`; false on a timeout or $TERM.
-  bool round_trip(uint32_t seq, Clock::time_point deadline) {
+  void send(uint32_t seq) {
     zyolo::Frames request;
     request.emplace_back(&seq, sizeof seq);
     request.emplace_back(payload_.data(), payload_.size());
     zyolo::send_frames(dealer_, request);
+  }
+
+  // The next echo: one already waiting, or the first to come before `deadline`; nothing on a
+  // timeout or $TERM.
+  std::optional<zyolo::Frames> next_reply(Clock::time_point deadline) {
+    if (auto waiting = zyolo::recv_frames(dealer_, zmq::recv_flags::dontwait)) return waiting;
     while (Clock::now() < deadline) {
       zmq::pollitem_t items[] = {{dealer_.handle(), 0, ZMQ_POLLIN, 0},
                                  {pipe_.handle(), 0, ZMQ_POLLIN, 0}};
       zmq::poll(
           items, 2,
           std::chrono::duration_cast<milliseconds>(deadline - Clock::now()) + milliseconds(1));
-      if (items[1].revents & ZMQ_POLLIN) return false;  // $TERM
-      if (!(items[0].revents & ZMQ_POLLIN)) continue;
-      auto reply = zyolo::recv_frames(dealer_);
-      if (reply->size() != 2 || (*reply)[1].to_string_view() != payload_ ||
-          std::memcmp((*reply)[0].data(), &seq, sizeof seq) != 0)
-        ++mismatched_;
-      return true;
+      if (items[1].revents & ZMQ_POLLIN) return std::nullopt;  // $TERM
+      if (items[0].revents & ZMQ_POLLIN) return zyolo::recv_frames(dealer_);
     }
-    return false;
+    return std::nullopt;
+  }
+
+  bool echoes(const zyolo::Frames& reply, uint32_t seq) const {
+    return reply.size() == 2 && reply[1].to_string_view() == payload_ && reply[0].size() == sizeof seq &&
+           std::memcmp(reply[0].data(), &seq, sizeof seq) == 0;
+  }
+
+  // Sends request `seq` and waits for its echo until `deadline`; false on a timeout or $TERM.
+  bool round_trip(uint32_t seq, Clock::time_point deadline) {
+    send(seq);
+    auto reply = next_reply(deadline);
+    if (!reply) return false;
+    if (!echoes(*reply, seq)) ++mismatched_;
+    return true;
   }
 
   zmq::socket_ref pipe_;
@@ -222,6 +249,7 @@ int run_direct(const DirectOptions& options) {
       {"run",
        {{"transport", options.transport},
         {"clients", options.clients},
+        {"in_flight", options.in_flight},
         {"elapsed_s", report.elapsed_s}}},
       {"requests", {{"answered", report.answered}, {"mismatched", mismatched}}},
       {"throughput_rps", rate},
@@ -312,6 +340,8 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   d->add_option("--payload-bytes", direct.payload_bytes, "Bytes echoed per request")
       ->check(CLI::Range(1, 1 << 24));
+  d->add_option("--in-flight", direct.in_flight, "Requests each client keeps outstanding")
+      ->check(CLI::Range(1, 500));
 
   BareOptions bare;
   auto* b = app.add_subcommand("bare-detector",
