@@ -28,8 +28,9 @@ namespace {
 // A broker actor on inproc endpoints, and raw peers to poke it with. Raw workers heartbeat only
 // when they read, so tests that are not about expiry keep the default 1 s interval.
 struct Bench {
-  explicit Bench(int heartbeat_ms = 1000, int hwm = 1000) : heartbeat_ms_(heartbeat_ms), hwm_(hwm) {}
-  int heartbeat_ms_, hwm_;
+  explicit Bench(int heartbeat_ms = 1000, int hwm = 1000, int credit = 1)
+      : heartbeat_ms_(heartbeat_ms), hwm_(hwm), credit_(credit) {}
+  int heartbeat_ms_, hwm_, credit_;
   zmq::context_t ctx = make_context();
   Config config = [this] {
     Config c = default_config();
@@ -39,6 +40,7 @@ struct Bench {
     c.broker.liveness = 3;
     c.broker.max_queue = 2;
     c.sockets.sndhwm = c.sockets.rcvhwm = hwm_;
+    c.broker.worker_credit = credit_;
     validate(c);
     return c;
   }();
@@ -328,6 +330,56 @@ TEST_CASE("a worker whose queue is full stays registered, and its request waits 
   s = b.stats();
   CHECK(s["replies"] == 1);
   CHECK(s["workers"] == 1);
+}
+
+// Worker credit 2: a worker holds two requests at once and no more; when it dies holding two,
+// each is re-queued once and served by another, and the client gets each answer once.
+TEST_CASE("credit 2: a worker holds at most 2 requests; a worker lost with 2 has both re-queued once") {
+  Bench b(100, 1000, 2);  // heartbeat 100 ms, liveness 3: expiry after 300 ms of silence
+  auto silent = b.peer("silent", true);
+  auto client = b.peer("c", false);
+  send(silent, encode_worker_ready("yolo"));
+  CHECK(mmi_until(client, "yolo", "200"));
+  for (const char* id : {"c-1", "c-2", "c-3"}) send(client, request(id));
+  std::set<std::string> held;
+  for (int i = 0; i < 2; ++i) {
+    auto m = recv_command(silent);
+    REQUIRE(m.has_value());
+    REQUIRE(m->command == Command::Request);
+    held.insert(decode_app_request(std::move(m->body))->id);
+  }
+  CHECK(held == std::set<std::string>{"c-1", "c-2"});  // in order, two of them
+  auto s = b.stats();
+  CHECK(s["held"] == 2);
+  CHECK(s["queue"] == 1);  // the third waits for credit
+  CHECK(s["most_held"] == 2);
+  // It never answers and never heartbeats again. Another worker serves all three: the one that
+  // waited, and both of the silent one's once it is expired.
+  auto helper = b.peer("helper", true);
+  send(helper, encode_worker_ready("yolo"));
+  std::multiset<std::string> served, answered;
+  while (answered.size() < 3) {
+    auto m = recv_command(helper);
+    REQUIRE(m.has_value());
+    REQUIRE(m->command == Command::Request);
+    const std::string id = decode_app_request(std::move(m->body))->id;
+    served.insert(id);
+    send(helper, encode_worker_reply(std::move(m->client), encode_app_reply(id, 200, "{}")));
+    auto f = recv(client);
+    REQUIRE(f.has_value());
+    auto reply = decode_client_reply(std::move(*f));
+    REQUIRE(reply.ok());
+    answered.insert(decode_app_reply(std::move(reply->body))->id);
+  }
+  CHECK(served == std::multiset<std::string>{"c-1", "c-2", "c-3"});
+  CHECK(answered == served);
+  s = b.stats();
+  CHECK(s["expired"] == 1);
+  CHECK(s["requeued"] == 2);  // each of the two, once
+  CHECK(s["abandoned"] == 0);
+  CHECK(s["replies"] == 3);
+  CHECK(s["most_held"] == 2);  // never more than the credit
+  CHECK_FALSE(recv(client, 200ms).has_value());  // nothing twice
 }
 
 TEST_CASE("a worker leaving with DISCONNECT: a request that crossed it is served, none re-queued") {

@@ -77,12 +77,16 @@ TEST_CASE("Lazy Pirate: a slow worker makes clients retry; the broker drops retr
   CHECK(r.mismatched == 0);
 }
 
-TEST_CASE("pipelined: 4 clients with 8 in flight each, 2 workers, 2000 requests: all answered once") {
+TEST_CASE("pipelined: 4 clients with 8 in flight each, 2 workers with credit 4, 2000 requests: all answered once") {
   Config c = base(4, 2, 2000);
   c.client.in_flight = 8;
+  c.broker.worker_credit = 4;
   c.worker.service_ms = 0;
   validate(c);
   Report r = run_fleet(c);
+  REQUIRE(r.broker);
+  CHECK(r.broker->most_held <= 4);  // the credit is honoured
+  CHECK(r.broker->most_held >= 2);  // ... and used: 32 requests outstanding for 2 workers
   CHECK(r.in_flight == 8);
   CHECK(r.sent == 2000);
   CHECK(r.answered == 2000);

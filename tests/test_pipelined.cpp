@@ -1,7 +1,8 @@
-// The fault scenarios again with pipelined clients (issue #19): each client keeps 8 requests
-// outstanding, so a Lazy Pirate retry resends all of them, the broker drops retries of requests it
-// still holds, and a re-queued request is served once. Every run must still lose nothing and
-// deliver nothing twice, and show what its fault must show.
+// The fault scenarios again, pipelined (issue #19): each client keeps 8 requests outstanding and
+// each worker may hold 4, so a Lazy Pirate retry resends all of a client's, the broker drops
+// retries of requests it still holds, a worker lost with 4 has each re-queued once, and a
+// re-queued request is served once. Every run must still lose nothing and deliver nothing twice,
+// show what its fault must show, and no worker may ever hold more than its credit.
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -16,14 +17,17 @@ using zyolo_test::run_scenario;
 namespace {
 
 nlohmann::json run_windowed(const std::string& name, const std::string& args = "") {
-  auto j = run_scenario(name, "--in-flight 8 " + args);
+  auto j = run_scenario(name, "--in-flight 8 --worker-credit 4 " + args);
   CHECK(j["run"]["in_flight"] == 8);
+  INFO(j["broker"].dump());
+  CHECK(j["broker"]["most_held"].get<long>() <= 4);
+  CHECK(j["broker"]["most_held"].get<long>() >= 1);
   return j;
 }
 
 }  // namespace
 
-TEST_CASE("pipelined faults: scenario broker-restart with 8 in flight per client") {
+TEST_CASE("pipelined faults: scenario broker-restart with 8 in flight per client, 4 per worker") {
   auto j = run_windowed("broker-restart");
   check_nothing_lost(j);
   CHECK(j["broker"]["incarnations"] == 2);
@@ -32,13 +36,13 @@ TEST_CASE("pipelined faults: scenario broker-restart with 8 in flight per client
   CHECK((*kill)["first_answer_s"].get<double>() >= 0);
 }
 
-TEST_CASE("pipelined faults: scenario partition with 8 in flight per client") {
+TEST_CASE("pipelined faults: scenario partition with 8 in flight per client, 4 per worker") {
   auto j = run_windowed("partition");
   check_nothing_lost(j);
   CHECK(j["link"]["dropped"].get<long>() > 0);
 }
 
-TEST_CASE("pipelined faults: scenario worker-crash with 8 in flight per client") {
+TEST_CASE("pipelined faults: scenario worker-crash with 8 in flight per client, 4 per worker") {
   auto j = run_windowed("worker-crash");
   check_nothing_lost(j);
   CHECK(j["broker"]["expired"] == 1);
@@ -46,14 +50,14 @@ TEST_CASE("pipelined faults: scenario worker-crash with 8 in flight per client")
   CHECK(j["broker"]["abandoned"] == 0);
 }
 
-TEST_CASE("pipelined hangs and load: scenario worker-hang with 8 in flight per client") {
+TEST_CASE("pipelined hangs and load: scenario worker-hang with 8 in flight per client, 4 per worker") {
   auto j = run_windowed("worker-hang");
   check_nothing_lost(j);
   CHECK(j["broker"]["expired"].get<long>() >= 1);
   CHECK(j["broker"]["unknown_worker_commands"]["REPLY"].get<long>() >= 1);
 }
 
-TEST_CASE("pipelined hangs and load: scenario overload with 8 in flight per client") {
+TEST_CASE("pipelined hangs and load: scenario overload with 8 in flight per client, 4 per worker") {
   auto j = run_windowed("overload");
   check_nothing_lost(j, /*errors_allowed=*/true);
   const auto& q = j["requests"];
@@ -64,7 +68,7 @@ TEST_CASE("pipelined hangs and load: scenario overload with 8 in flight per clie
   for (const auto& row : j["timeline"]) CHECK(row["queue"].get<long>() <= 8);
 }
 
-TEST_CASE("pipelined hangs and load: scenario chaos for 10 s with 8 in flight per client") {
+TEST_CASE("pipelined hangs and load: scenario chaos for 10 s with 8 in flight per client, 4 per worker") {
   auto j = run_windowed("chaos", "--duration 10 --seed 5");
   check_nothing_lost(j);
   CHECK(j["events"].size() >= 2);

@@ -2,13 +2,17 @@
 // workers, in the shape of the guide's mdbroker, plus bounded queues and re-queue on expiry.
 //
 // State machine per worker: (unknown) --READY--> idle --REQUEST--> busy --REPLY--> idle ...
+// With broker.worker_credit C > 1 a worker may hold up to C requests (busy with 1..C): READY puts
+// C tokens in its service's ready queue, each REQUEST takes one, each REPLY gives one back, so
+// the queue is O(1) and least recently used first; C = 1 is the guide's strict LRU, what any
+// RFC 7 worker expects. The requests a worker holds are a FIFO, matched to REPLYs by request id.
 // Any message from an unknown worker but READY is answered with DISCONNECT (that is how workers
 // learn that the broker restarted). READY from a known worker is a protocol error: DISCONNECT.
-// A worker silent for liveness x heartbeat is expired; a request it held is re-queued once.
+// A worker silent for liveness x heartbeat is expired; each request it held is re-queued once.
 // A worker that heartbeats while holding a request for over two intervals lost it in transit:
 // it is re-queued the same way (see on_worker_heartbeat).
-// A worker leaves by DISCONNECT. One that holds a request (a REQUEST crossed its DISCONNECT on the
-// wire) is routed nothing more, its REPLY is delivered, and then it is forgotten; either way the
+// A worker leaves by DISCONNECT. One that holds requests (REQUESTs crossed its DISCONNECT on the
+// wire) is routed nothing more, its REPLYs are delivered, and then it is forgotten; either way the
 // broker answers DISCONNECT, and the worker exits on that answer (see worker.cpp). So a worker
 // retired by the controller or a scenario never makes a request wait for re-queueing.
 //
@@ -81,9 +85,18 @@ struct Request {
 struct WorkerEntry {
   zmq::message_t address;  // routing id on the backend
   std::string service;
+  long epoch = 0;          // when it registered (broker-wide count): tells its tokens from a
+                           // predecessor's with the same routing id
   Clock::time_point expiry;
-  std::optional<Request> held;  // the request it is working on
-  bool leaving = false;          // it said DISCONNECT while holding `held`
+  std::deque<Request> held;  // the requests it was handed and has not answered, oldest first
+  bool leaving = false;      // it said DISCONNECT while holding requests
+};
+
+// A worker's credit for one more request: READY gives broker.worker_credit of them, each REPLY
+// one back. Tokens of a worker that is gone stay in the queue and are skipped when they come up.
+struct Token {
+  std::string worker;
+  long epoch;
 };
 
 // What the broker measures of a service's demand between two DEMAND messages.
@@ -105,7 +118,7 @@ struct DemandMeter {
 
 struct Service {
   std::deque<Request> requests;
-  std::deque<std::string> idle;  // idle workers, least recently used first
+  std::deque<Token> ready;  // the workers' credit, least recently used first
   int workers = 0;
   DemandMeter demand;
 };
@@ -121,6 +134,7 @@ class Broker {
         expiry_(config.broker.silence_ms()),
         max_queue_(static_cast<std::size_t>(config.broker.max_queue)),
         max_bytes_(static_cast<std::size_t>(config.broker.max_message_bytes)),
+        credit_(config.broker.worker_credit),
         demand_interval_(config.autoscale.interval_ms),
         client_window_(config.autoscale.client_window_ms) {
     for (auto* s : {&frontend_, &backend_, &control_}) apply_socket_options(*s, config, Side::Binds);
@@ -251,29 +265,9 @@ class Broker {
         to_worker(w.address, Command::Disconnect);
         return remove_worker(id);
       case Command::Reply:
-        if (!w.held) {  // a REPLY it was never asked for
-          ++n_.protocol_errors;
-          ++n_.protocol_errors_by_kind.unasked_reply;
-          return;
-        }
-        {
-          auto& service = services_[w.service];
-          pending_.erase(w.held->key);
-          service.demand.change(-1);
-          ++service.demand.replies;
-          service.demand.service_s += std::chrono::duration<double>(Clock::now() - w.held->dispatched_at).count();
-          w.held.reset();
-          ++n_.replies;
-          to_client(m->client, w.service, std::move(m->body));
-          if (w.leaving) {  // it served what crossed its DISCONNECT: now it may go
-            ++n_.crossed_disconnect;
-            return let_go(id);
-          }
-          service.idle.push_back(id);
-          return dispatch(w.service);
-        }
+        return on_reply(id, w, m.value());
       case Command::Disconnect:
-        if (w.held) {  // a request crossed its DISCONNECT: it serves that first (see the top)
+        if (!w.held.empty()) {  // requests crossed its DISCONNECT: it serves them first (see the top)
           w.leaving = true;
           return;
         }
@@ -285,20 +279,58 @@ class Broker {
     }
   }
 
-  // A worker serves one request at a time and sends no heartbeat while it serves: its reply
-  // always comes before its next heartbeat. So a heartbeat that arrives more than two intervals
-  // after a request went to it means the request (or its reply) was lost on the way, e.g. in a
-  // network partition shorter than the expiry. The request is re-queued (once, as on expiry) and
-  // the worker, alive and idle, goes back to the idle list.
-  // An idle worker's heartbeat also gives a request held back by its full queue another try.
-  void on_worker_heartbeat(const std::string& id, WorkerEntry& w) {
-    if (!w.held) return dispatch(w.service);
-    if (Clock::now() - w.held->dispatched_at <= 2 * heartbeat_) return;
-    ++n_.lost_in_transit;
+  // A REPLY answers the held request with its client and request id; a worker serves in order,
+  // so one whose body has no id (a stranger's) answers the oldest. The worker's credit comes back.
+  void on_reply(const std::string& id, WorkerEntry& w, WorkerMessage& m) {
+    if (w.held.empty()) {  // a REPLY it was never asked for
+      ++n_.protocol_errors;
+      ++n_.protocol_errors_by_kind.unasked_reply;
+      return;
+    }
+    std::size_t i = 0;
+    if (const std::string rid = peek_request_id(m.body); !rid.empty()) {
+      const std::string key = to_string(m.client) + '\0' + rid;
+      while (i < w.held.size() && w.held[i].key != key) ++i;
+      if (i == w.held.size()) i = 0;
+    }
     auto& service = services_[w.service];
-    requeue(service, std::move(*w.held));
-    w.held.reset();
-    service.idle.push_back(id);
+    pending_.erase(w.held[i].key);
+    service.demand.change(-1);
+    ++service.demand.replies;
+    service.demand.service_s += std::chrono::duration<double>(Clock::now() - w.held[i].dispatched_at).count();
+    w.held.erase(w.held.begin() + static_cast<std::ptrdiff_t>(i));
+    ++n_.replies;
+    to_client(m.client, w.service, std::move(m.body));
+    if (w.leaving) {  // it served what crossed its DISCONNECT
+      ++n_.crossed_disconnect;
+      if (w.held.empty()) return let_go(id);  // now it may go
+      return;
+    }
+    service.ready.push_back({id, w.epoch});
+    dispatch(w.service);
+  }
+
+  // A worker serves its requests one at a time, in the order they came, reads every message
+  // waiting before it heartbeats, and sends no heartbeat while it serves: the replies to what
+  // reached it always come before its next heartbeat. So a heartbeat that arrives more than two
+  // intervals after a request went to it means that request (or its reply) was lost on the way,
+  // e.g. in a network partition shorter than the expiry. Each such request is re-queued (once, as
+  // on expiry) and the worker, alive, gets its credit back.
+  // A heartbeat also gives a request held back by a full queue another try.
+  void on_worker_heartbeat(const std::string& id, WorkerEntry& w) {
+    auto& service = services_[w.service];
+    const auto now = Clock::now();
+    for (auto it = w.held.begin(); it != w.held.end();) {
+      if (now - it->dispatched_at <= 2 * heartbeat_) {
+        ++it;
+        continue;
+      }
+      ++n_.lost_in_transit;
+      requeue(service, std::move(*it));
+      it = w.held.erase(it);
+      if (!w.leaving) service.ready.push_back({id, w.epoch});
+    }
+    if (w.leaving && w.held.empty()) return let_go(id);
     dispatch(w.service);
   }
 
@@ -333,23 +365,29 @@ class Broker {
     auto& w = workers_[id];
     w.address = std::move(m.peer);
     w.service = m.service;
+    w.epoch = ++epochs_;
     w.expiry = Clock::now() + expiry_;
     auto& service = services_[m.service];
     ++service.workers;
-    service.idle.push_back(id);
+    for (int i = 0; i < credit_; ++i) service.ready.push_back({id, w.epoch});
     dispatch(m.service);
   }
 
-  // Hands queued requests of `name` to its idle workers, least recently used first. A worker
-  // whose queue is full (it has not read for a while) keeps its place on the books, goes to the
-  // back of the idle list and gets the request later; each idle worker is tried once per call.
+  // Hands queued requests of `name` to the workers with credit, least recently used first. A
+  // worker whose queue is full (it has not read for a while) keeps its place on the books, its
+  // token goes to the back of the line and it gets a request later; each token is tried once
+  // per call. Tokens of workers that are gone are dropped as they come up.
   void dispatch(const std::string& name) {
     auto& service = services_[name];
-    for (std::size_t tries = service.idle.size(); tries > 0 && !service.idle.empty() &&
-                                                  !service.requests.empty(); --tries) {
-      const std::string id = service.idle.front();
-      service.idle.pop_front();
-      auto& w = workers_.at(id);
+    for (std::size_t tries = service.ready.size(); tries > 0 && !service.ready.empty() &&
+                                                   !service.requests.empty(); --tries) {
+      const Token token = std::move(service.ready.front());
+      service.ready.pop_front();
+      auto found = workers_.find(token.worker);
+      if (found == workers_.end() || found->second.epoch != token.epoch || found->second.leaving)
+        continue;  // a token of a worker that is gone, or leaving
+      const std::string& id = token.worker;
+      auto& w = found->second;
       Request r = std::move(service.requests.front());
       service.requests.pop_front();
       zmq::message_t client;
@@ -364,7 +402,7 @@ class Broker {
           return;           // (remove_worker dispatched what it could)
         }
         ++n_.full_pipes;
-        service.idle.push_back(id);
+        service.ready.push_back(token);
         continue;
       }
       const auto now = Clock::now();
@@ -373,7 +411,8 @@ class Broker {
       service.demand.wait_s += std::chrono::duration<double>(now - r.queued_at).count();
       ++service.demand.waits;
       r.dispatched_at = now;
-      w.held = std::move(r);
+      w.held.push_back(std::move(r));
+      n_.most_held = std::max(n_.most_held, static_cast<long>(w.held.size()));
     }
   }
 
@@ -399,10 +438,10 @@ class Broker {
     if (it == workers_.end()) return;
     auto& service = services_[it->second.service];
     --service.workers;
-    std::erase(service.idle, id);
-    if (auto& held = it->second.held) {
+    auto& held = it->second.held;
+    for (auto r = held.rbegin(); r != held.rend(); ++r) {  // newest first: the oldest ends first in line
       if (it->second.leaving) ++n_.requeued_after_disconnect;
-      requeue(service, std::move(*held));
+      requeue(service, std::move(*r));
     }
     const std::string name = it->second.service;
     workers_.erase(it);
@@ -418,13 +457,16 @@ class Broker {
       auto& d = s.demand;
       d.change(0, now);  // closes the integral exactly where the interval ends
       std::erase_if(d.clients, [&](const auto& c) { return now - c.second > client_window_; });
-      long held = 0;
+      long held = 0, idle = 0;
       for (const auto& [id, w] : workers_)
-        if (w.service == name && w.held) ++held;
+        if (w.service == name) {
+          held += static_cast<long>(w.held.size());
+          idle += w.held.empty();
+        }
       demand.services[name] = {
           interval_s > 0 ? d.area / interval_s : static_cast<double>(d.outstanding),
           d.outstanding, static_cast<long>(s.requests.size()), held, s.workers,
-          static_cast<long>(s.idle.size()), static_cast<long>(d.clients.size()), d.arrivals,
+          idle, static_cast<long>(d.clients.size()), d.arrivals,
           d.replies, d.waits ? 1000 * d.wait_s / static_cast<double>(d.waits) : 0.0,
           d.replies ? 1000 * d.service_s / static_cast<double>(d.replies) : 0.0};
       d.area = d.wait_s = d.service_s = 0;
@@ -464,9 +506,12 @@ class Broker {
   BrokerStats stats() const {
     BrokerStats s = n_;
     s.workers = static_cast<long>(workers_.size());
+    for (const auto& [id, w] : workers_) {
+      s.idle += w.held.empty();
+      s.held += static_cast<long>(w.held.size());
+    }
     for (const auto& [name, service] : services_) {
       s.queue += static_cast<long>(service.requests.size());
-      s.idle += static_cast<long>(service.idle.size());
       s.services[name] = {service.workers, static_cast<long>(service.requests.size())};
     }
     for (int i = 0; i < kFaultCount; ++i) {
@@ -485,6 +530,8 @@ class Broker {
   milliseconds heartbeat_, expiry_;
   std::size_t max_queue_;
   std::size_t max_bytes_;  // broker.max_message_bytes: all frames of one message, any transport
+  int credit_;             // broker.worker_credit: requests a worker may hold at once
+  long epochs_ = 0;        // workers registered so far
   milliseconds demand_interval_, client_window_;
   Clock::time_point heartbeat_at_, demand_at_, demand_from_;
   bool terminated_ = false;

@@ -1,6 +1,7 @@
 // The worker: an MDP/0.1 worker (RFC 7) in the shape of the guide's mdwrkapi, as an actor.
 // It connects a DEALER to the broker's backend and sends READY; then it serves REQUESTs one at a
-// time, heartbeats the broker, and when the broker goes silent for liveness x heartbeat (or says
+// time (in the order they came: with broker.worker_credit > 1 several may wait), heartbeats the
+// broker, and when the broker goes silent for liveness x heartbeat (or says
 // DISCONNECT) it closes the socket, waits a back-off that doubles up to a ceiling, and registers
 // again on a new socket.
 //
@@ -103,12 +104,24 @@ class Worker : public WorkerCore {
     socket_.reset();  // closes it: anything queued for the old broker is gone, as it should be
   }
 
+  // Reads every message waiting, in order: with broker.worker_credit above 1 the broker may have
+  // sent several requests, and each is served before the next heartbeat goes out, so that the
+  // heartbeat follows the replies to everything that reached the worker (see broker.cpp). The
+  // pipe is looked at between messages: a steady flow must not keep CRASH, FREEZE, RETIRE or
+  // $TERM waiting.
   void on_broker() {
-    auto frames = recv_frames(*socket_, zmq::recv_flags::dontwait);
-    if (!frames) return;
+    while (socket_ && !terminated_ && !retire_) {
+      auto frames = recv_frames(*socket_, zmq::recv_flags::dontwait);
+      if (!frames) return;
+      on_broker_message(std::move(*frames));
+      if (pipe_.get(zmq::sockopt::events) & ZMQ_POLLIN) on_pipe();
+    }
+  }
+
+  void on_broker_message(Frames frames) {
     heard_at_ = Clock::now();
     backoff_ = milliseconds(config_.worker.reconnect_initial_ms);
-    auto m = decode_from_broker(std::move(*frames));
+    auto m = decode_from_broker(std::move(frames));
     if (!m) {
       ++n_.malformed;
       return;

@@ -157,7 +157,7 @@ Subcommand add_broker_command(CLI::App& root) {
   cmd->add_option("--frontend", f.frontend, "Where clients connect: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_frontend)");
   cmd->add_option("--backend", f.backend, "Where workers connect (endpoints.tcp_backend)");
   cmd->add_option("--control", f.control, "Where demand is published, for --autoscale workers (endpoints.tcp_control)");
-  f.settings.add(*cmd, {"curve.allow"});
+  f.settings.add(*cmd, {"broker.worker_credit", "curve.allow"});
   add_common_flags(*cmd, f);
   return {cmd, [cmd, flags] { return broker_command(*cmd, *flags); }};
 }

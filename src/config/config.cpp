@@ -172,12 +172,18 @@ void validate(Config& config) {
     throw ConfigError("client.deadline_ms must be >= client.timeout_ms");
   // A window no socket refuses: every outstanding request (and its answer) fits in the queues
   // with room to spare for retries and heartbeats (0 is ZeroMQ's "no limit").
-  for (const int hwm : {config.sockets.sndhwm, config.sockets.rcvhwm})
+  for (const int hwm : {config.sockets.sndhwm, config.sockets.rcvhwm}) {
     if (hwm > 0 && config.client.in_flight > hwm / 2)
       throw ConfigError(fmt::format(
           "client.in_flight (--in-flight, {}) must be at most half of sockets.sndhwm and "
           "sockets.rcvhwm ({} and {}), so that no socket refuses what the window sends",
           config.client.in_flight, config.sockets.sndhwm, config.sockets.rcvhwm));
+    if (hwm > 0 && config.broker.worker_credit > hwm / 2)
+      throw ConfigError(fmt::format(
+          "broker.worker_credit (--worker-credit, {}) must be at most half of sockets.sndhwm and "
+          "sockets.rcvhwm ({} and {}), so that no worker's queue refuses what its credit allows",
+          config.broker.worker_credit, config.sockets.sndhwm, config.sockets.rcvhwm));
+  }
   for (std::size_t i = 0; i < config.pools.size(); ++i) {
     const auto& service = config.pools[i].service;
     if (service.size() > 255 || service.starts_with("mmi."))

@@ -41,6 +41,7 @@ struct BrokerConfig {
   int liveness = 0;
   int max_queue = 0;
   long max_message_bytes = 0;
+  int worker_credit = 1;  // requests a worker may hold at once (1: strict LRU)
   // How long a peer may stay silent before it counts as gone: heartbeat_ms x liveness (the broker
   // expires a worker after it, a worker reconnects after it; MDP's "liveness").
   int silence_ms() const { return heartbeat_ms * liveness; }

@@ -59,6 +59,8 @@ const std::array kSettings = {
   Setting{"broker.liveness", FIELD(broker.liveness), 1, 100},
   Setting{"broker.max_queue", FIELD(broker.max_queue), 1, 1e7},
   Setting{"broker.max_message_bytes", FIELD(broker.max_message_bytes), 1024, kMaxInt},
+  Setting{"broker.worker_credit", FIELD(broker.worker_credit), 1, 1000, {}, false, "--worker-credit", "C",
+          "Requests the broker may hand one worker at once; 1 is strict LRU (any RFC 7 worker)"},
   Setting{"worker.model", FIELD(worker.model), 0, 0, {}, false, "--model", "MODEL",
           "A YOLO model (.onnx, or darknet .cfg/.weights), 'none' for echo workers, or 'auto' "
           "(the first of worker.auto_models found); clients send images to a model, echo "

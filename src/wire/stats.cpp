@@ -44,6 +44,7 @@ void mdp_fields(S& s, F& f) {
   f("workers", s.workers);
   f("idle", s.idle);
   f("queue", s.queue);
+  f("held", s.held);
   f("requests", s.requests);
   f("replies", s.replies);
   f("rejected_busy", s.rejected_busy);
@@ -62,6 +63,7 @@ void mdp_fields(S& s, F& f) {
   f("crossed_disconnect", s.crossed_disconnect);
   f("requeued_after_disconnect", s.requeued_after_disconnect);
   f("full_pipes", s.full_pipes);
+  f("most_held", s.most_held);
   f("malformed", s.malformed);
   f("faults", s.faults);
   f("services", s.services);
@@ -331,6 +333,7 @@ void add(BrokerStats& total, const BrokerStats& later) {
     *a += b;
   for (const auto& [name, n] : total.unknown_worker_commands) sum.unknown_worker_commands[name] += n;
   for (const auto& [name, n] : total.faults) sum.faults[name] += n;
+  sum.most_held = std::max(sum.most_held, total.most_held);  // a maximum, not a count
   if (sum.proxy && total.proxy) {
     for (auto [a, b] : {std::pair{&sum.proxy->frontend, total.proxy->frontend},
                         {&sum.proxy->backend, total.proxy->backend}}) {

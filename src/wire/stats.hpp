@@ -49,12 +49,14 @@ struct ProxyTraffic {
 struct BrokerStats {
   // Gauges: now.
   long workers = 0, idle = 0, queue = 0;
+  long held = 0;  // requests handed to workers and not answered yet
   std::map<std::string, ServiceCount> services;
   // Counters: since the broker started (see threads/broker.cpp for what each counts).
   long requests = 0, replies = 0, rejected_busy = 0, requeued = 0, expired = 0, abandoned = 0;
   long unroutable = 0, unknown_worker = 0, protocol_errors = 0, mmi = 0, retries_dropped = 0;
   long lost_in_transit = 0, disconnects = 0, crossed_disconnect = 0, requeued_after_disconnect = 0;
   long full_pipes = 0;  // a request held back: its worker's queue was at the high-water mark
+  long most_held = 0;   // the most requests one worker held at once (<= broker.worker_credit)
   long malformed = 0;
   ProtocolErrors protocol_errors_by_kind;
   std::map<std::string, long> unknown_worker_commands;  // by MDP command name
