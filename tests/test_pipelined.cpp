@@ -63,7 +63,11 @@ TEST_CASE("pipelined hangs and load: scenario overload with 8 in flight per clie
   const auto& q = j["requests"];
   INFO(q.dump());
   CHECK(q["errors"] == q["errors_by_status"]["503"]);  // no other error: no 504
-  CHECK(j["broker"]["rejected_busy"] == q["errors_by_status"]["503"]);
+  // Every 503 a client counted came from the broker; the broker may have said 503 more often, to
+  // retries whose first answer was already on its way (or died with the socket a retry closed).
+  const long said = j["broker"]["rejected_busy"], counted = q["errors_by_status"]["503"];
+  CHECK(said >= counted);
+  CHECK(said <= counted + q["retries"].get<long>());
   CHECK(q["answered"].get<long>() > 0);
   for (const auto& row : j["timeline"]) CHECK(row["queue"].get<long>() <= 8);
 }

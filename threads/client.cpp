@@ -262,7 +262,9 @@ class Client {
     ClientRecord r{std::chrono::duration_cast<microseconds>(now.time_since_epoch()).count(),
                    o.seq, static_cast<uint32_t>(latency), static_cast<uint16_t>(status), o.retries,
                    {0, 0, 0, 0}};
-    if (reply) timeout_.sample(static_cast<double>(latency));
+    // Only served requests teach the timeout: a 503 (queue full) comes back at once and says
+    // nothing about how long a request that gets in takes.
+    if (reply && status == 200) timeout_.sample(static_cast<double>(latency));
     if (reply && status == 200 && yolo_) {
       if (auto result = decode_app_result(reply->json)) {
         if (result->service != config_.run.service) ++wrong_service_;
