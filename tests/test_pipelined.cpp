@@ -45,7 +45,9 @@ TEST_CASE("pipelined faults: scenario partition with 8 in flight per client, 4 p
 TEST_CASE("pipelined faults: scenario worker-crash with 8 in flight per client, 4 per worker") {
   auto j = run_windowed("worker-crash");
   check_nothing_lost(j);
-  CHECK(j["broker"]["expired"] == 1);
+  // Found dead either by its silence (expired) or, since its credit lets the broker route it more
+  // requests, by a request that could not reach its closed socket (vanished): once either way.
+  CHECK(j["broker"]["expired"].get<long>() + j["broker"]["vanished"].get<long>() == 1);
   CHECK(j["broker"]["requeued"].get<long>() >= 1);
   CHECK(j["broker"]["abandoned"] == 0);
 }

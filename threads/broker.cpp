@@ -398,7 +398,8 @@ class Broker {
       if (sent != Routed::Sent) {
         service.requests.push_front(std::move(r));  // the request stays first in line
         if (sent == Routed::Gone) {
-          remove_worker(id);  // the worker vanished
+          ++n_.vanished;
+          remove_worker(id);  // the worker vanished: its socket closed (e.g. it crashed)
           return;           // (remove_worker dispatched what it could)
         }
         ++n_.full_pipes;

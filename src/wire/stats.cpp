@@ -64,6 +64,7 @@ void mdp_fields(S& s, F& f) {
   f("requeued_after_disconnect", s.requeued_after_disconnect);
   f("full_pipes", s.full_pipes);
   f("most_held", s.most_held);
+  f("vanished", s.vanished);
   f("malformed", s.malformed);
   f("faults", s.faults);
   f("services", s.services);
@@ -325,7 +326,8 @@ void add(BrokerStats& total, const BrokerStats& later) {
         {&sum.retries_dropped, total.retries_dropped}, {&sum.lost_in_transit, total.lost_in_transit},
         {&sum.disconnects, total.disconnects}, {&sum.crossed_disconnect, total.crossed_disconnect},
         {&sum.requeued_after_disconnect, total.requeued_after_disconnect},
-        {&sum.full_pipes, total.full_pipes}, {&sum.malformed, total.malformed},
+        {&sum.full_pipes, total.full_pipes}, {&sum.vanished, total.vanished},
+        {&sum.malformed, total.malformed},
         {&sum.cpu_us, total.cpu_us},
         {&sum.protocol_errors_by_kind.ready_twice, total.protocol_errors_by_kind.ready_twice},
         {&sum.protocol_errors_by_kind.unasked_reply, total.protocol_errors_by_kind.unasked_reply},

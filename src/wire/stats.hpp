@@ -57,6 +57,7 @@ struct BrokerStats {
   long lost_in_transit = 0, disconnects = 0, crossed_disconnect = 0, requeued_after_disconnect = 0;
   long full_pipes = 0;  // a request held back: its worker's queue was at the high-water mark
   long most_held = 0;   // the most requests one worker held at once (<= broker.worker_credit)
+  long vanished = 0;    // workers removed when a request could not be routed to them (gone)
   long malformed = 0;
   ProtocolErrors protocol_errors_by_kind;
   std::map<std::string, long> unknown_worker_commands;  // by MDP command name
