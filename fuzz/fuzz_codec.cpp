@@ -1,9 +1,9 @@
-// libFuzzer target for the codec (src/wire/: protocol, pipe, stats, zap): every decoder on every
-// input, and every message a decoder accepts must encode back to exactly the frames it came from
-// (typed pipe arguments and stats, whose text a sender may write in more than one way: encoding
-// what was decoded, then decoding and encoding that again, gives the same frames). A decoder that
-// crashes, trips ASan/UBSan, or accepts a message it cannot reproduce is a crash. scripts/fuzz
-// builds and runs it.
+// libFuzzer target for the codec (src/wire/: protocol, pipe, stats, zap, monitor events): every
+// decoder on every input, and every message a decoder accepts must encode back to exactly the
+// frames it came from (typed pipe arguments and stats, whose text a sender may write in more than
+// one way: encoding what was decoded, then decoding and encoding that again, gives the same
+// frames). A decoder that crashes, trips ASan/UBSan, or accepts a message it cannot reproduce is
+// a crash. scripts/fuzz builds and runs it.
 //
 // Input -> frames: a sequence of [length][bytes]. The length is one byte 0..254, or 0xFF followed
 // by two bytes little-endian (up to 65535, for long service names and ids); a frame cut short by
@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "src/wire/monitor.hpp"
 #include "src/wire/pipe.hpp"
 #include "src/wire/protocol.hpp"
 #include "src/wire/stats.hpp"
@@ -252,6 +253,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     check(reply.size() == 6 && reply[1].to_string_view() == zap_id, "ZAP reply");
   }
   if (auto s = decode_proxy_statistics(in)) (void)s;
+  if (auto e = decode_socket_event(in)) check(in.size() == 2 && in[0].size() == 6, "socket event");
   for (const auto& f : in) {
     auto records = unpack_records(f);
     check(records.has_value() == (f.size() % sizeof(ClientRecord) == 0), "unpack_records: size");

@@ -75,7 +75,7 @@ TEST_CASE("scenario add-worker: the new worker serves at least 30% of what is an
   CHECK((*w1)["share_while_up"].get<double>() >= 0.30);
 }
 
-TEST_CASE("scenario broker-restart: a new broker, workers register again, flow resumes within 3 heartbeats") {
+TEST_CASE("scenario broker-restart: a new broker, workers register again, the first answer within 0.5 s") {
   auto j = run_scenario("broker-restart");
   check_nothing_lost(j);
   CHECK(j["broker"]["incarnations"] == 2);
@@ -85,7 +85,11 @@ TEST_CASE("scenario broker-restart: a new broker, workers register again, flow r
   const double restart = (*kill)["end_t"], first = (*kill)["first_answer_s"];
   CHECK(restart >= scaled(2.9));
   CHECK(first >= 0);
-  CHECK(first <= 3 * kHeartbeatS);
+  // Clients retry on a timeout that follows the answers (about 0.1 s here), workers register
+  // again as soon as the new broker is there (over tcp and ipc: as soon as the connection is
+  // back), so the first answer comes within half a second of the restart; under a sanitizer the
+  // bound is the older one, three heartbeats.
+  CHECK(first <= (zyolo_test::sanitized() ? 3 * kHeartbeatS : 0.5));
   // Both workers registered with the new broker: it held both when the run ended.
   CHECK(j["timeline"].back()["workers"] == 2);
 }

@@ -28,6 +28,7 @@
 #include <random>
 
 #include "src/wire/actor.hpp"
+#include "src/wire/monitor.hpp"
 #include "src/wire/protocol.hpp"
 #include "src/wire/sockopts.hpp"
 #include "threads/actors.hpp"
@@ -52,20 +53,31 @@ class Worker : public WorkerCore {
   void run() {
     while (!terminated_ && !retire_) {
       if (!socket_) {  // the broker is lost: wait out the back-off, still listening to the pipe
-        wait_on_pipe(Clock::now() + backoff_);
-        if (terminated_ || retire_) break;  // unregistered: nothing to hand back
-        backoff_ = std::min(backoff_ * 2, milliseconds(config_.worker.reconnect_max_ms));
+        if (!register_now_) {
+          wait_on_pipe(Clock::now() + backoff_);
+          if (terminated_ || retire_) break;  // unregistered: nothing to hand back
+          backoff_ = std::min(backoff_ * 2, milliseconds(config_.worker.reconnect_max_ms));
+        }
+        register_now_ = false;
         connect();
         continue;
       }
       zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
-                                 {socket_->handle(), 0, ZMQ_POLLIN, 0}};
+                                 {socket_->handle(), 0, ZMQ_POLLIN, 0},
+                                 {watch_ ? watch_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
       const auto next = std::min({heartbeat_at_, heard_at_ + silence_, crash_at_});
-      zmq::poll(items, 2, std::max(milliseconds(0), until(next)));
+      zmq::poll(items, watch_ ? 3 : 2, std::max(milliseconds(0), until(next)));
       if (items[0].revents & ZMQ_POLLIN) on_pipe();
       if (terminated_ || retire_) break;
       if (items[1].revents & ZMQ_POLLIN) on_broker();
       if (terminated_) break;
+      if (watch_ && (items[2].revents & ZMQ_POLLIN) && watch_->reconnected()) {
+        // The connection is back: a heartbeat now asks whoever is there whether it knows this
+        // worker. The same broker takes it as one; a new one answers DISCONNECT, and the worker
+        // registers again at once, not at its next heartbeat.
+        send(encode_worker_command(Command::Heartbeat));
+        heartbeat_at_ = Clock::now() + heartbeat_;
+      }
       const auto now = Clock::now();
       if (now >= crash_at_) {
         crash(socket_ ? zmq::socket_ref(*socket_) : zmq::socket_ref());
@@ -89,19 +101,33 @@ class Worker : public WorkerCore {
 
  private:
   // A new DEALER socket, connected, with READY sent.
+  // Over tcp and ipc the socket is watched (src/wire/monitor.hpp), so that a broker that comes
+  // back on the same endpoint is noticed as soon as the connection is.
   void connect() {
+    watch_.reset();  // before the socket it watches
     socket_.emplace(ctx_, zmq::socket_type::dealer);
     apply_socket_options(*socket_, config_, Side::Connects);
-    socket_->set(zmq::sockopt::routing_id, make_routing_id(id_, instance_, ++generation_));
+    const std::string routing_id = make_routing_id(id_, instance_, ++generation_);
+    socket_->set(zmq::sockopt::routing_id, routing_id);
+    if (!config_.backend().starts_with("inproc://")) watch_.emplace(ctx_, *socket_, routing_id);
     socket_->connect(config_.backend());
     send(encode_worker_ready(config_.run.service));
-    heard_at_ = Clock::now();
+    heard_at_ = connected_at_ = Clock::now();
     heartbeat_at_ = heard_at_ + heartbeat_;
   }
 
   void lost_broker() {
     if (!leaving_) ++n_.reconnects;
+    watch_.reset();
     socket_.reset();  // closes it: anything queued for the old broker is gone, as it should be
+  }
+
+  // The broker said DISCONNECT: it is there and does not know this worker (it restarted), so the
+  // worker registers again at once, without the back-off it waits after a silent broker; unless
+  // it was told so right after registering, which a back-off then paces.
+  void told_to_leave() {
+    register_now_ = Clock::now() - connected_at_ > milliseconds(config_.worker.reconnect_initial_ms);
+    lost_broker();
   }
 
   // Reads every message waiting, in order: with broker.worker_credit above 1 the broker may have
@@ -130,7 +156,7 @@ class Worker : public WorkerCore {
       case Command::Request:
         return on_request(m.value());
       case Command::Disconnect:
-        return lost_broker();
+        return told_to_leave();
       default:
         return;  // HEARTBEAT: hearing it was the point
     }
@@ -160,6 +186,7 @@ class Worker : public WorkerCore {
         serve(m.value());
       }
     }
+    watch_.reset();
     socket_.reset();
   }
 
@@ -182,6 +209,9 @@ class Worker : public WorkerCore {
   zmq::context_t& ctx_;
   milliseconds heartbeat_, silence_, backoff_;
   std::optional<zmq::socket_t> socket_;
+  std::optional<ConnectionWatch> watch_;  // tcp and ipc: tells when the connection is back
+  Clock::time_point connected_at_;
+  bool register_now_ = false;  // the broker asked to register again: no back-off
   Clock::time_point heard_at_, heartbeat_at_;
   bool leaving_ = false;  // DISCONNECT said: the socket closes on the broker's answer
   unsigned instance_;
