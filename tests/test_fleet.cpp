@@ -57,6 +57,15 @@ TEST_CASE("8 clients, 3 workers, 3000 requests: all answered once, shares even")
   REQUIRE(r.broker);
   CHECK(r.broker->requests == 3000);
   CHECK(r.broker->replies == 3000);
+  // Each timeline row carries the broker's CPU time and requests so far (bench/run's steady
+  // window takes their deltas): they only grow, up to the broker's totals.
+  REQUIRE(!r.timeline.empty());
+  for (std::size_t i = 1; i < r.timeline.size(); ++i) {
+    CHECK(r.timeline[i].broker_requests >= r.timeline[i - 1].broker_requests);
+    CHECK(r.timeline[i].broker_cpu_us >= r.timeline[i - 1].broker_cpu_us);
+  }
+  CHECK(r.timeline.back().broker_requests <= r.broker->requests);
+  CHECK(r.timeline.back().broker_cpu_us > 0);
 }
 
 TEST_CASE("Lazy Pirate: a slow worker makes clients retry; the broker drops retries of pending requests") {

@@ -161,7 +161,8 @@ nlohmann::json timeline_json(const Report& r) {
   for (const auto& row : r.timeline) {
     timeline.push_back({{"t", row.t}, {"answered", row.answered}, {"p99_ms", row.p99_ms},
                         {"workers", row.workers}, {"queue", row.queue}, {"clients", row.clients},
-                        {"rss_mb", row.rss_mb}});
+                        {"rss_mb", row.rss_mb}, {"broker_cpu_us", row.broker_cpu_us},
+                        {"broker_requests", row.broker_requests}});
     if (r.autoscale.enabled) {
       timeline.back()["demand"] = row.demand;
       timeline.back()["desired"] = row.desired;

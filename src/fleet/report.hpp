@@ -23,6 +23,9 @@ struct TimelineRow {
   long clients = 0;   // clients running at the end of the interval
   double p99_ms = 0;  // p99 latency of the requests answered within the interval
   double rss_mb = 0;  // resident memory of the process at the end of the interval
+  // The broker's CPU time and the requests it received so far, at the end of the interval (of the
+  // broker running then): their deltas between rows are its CPU per request in a window.
+  long broker_cpu_us = 0, broker_requests = 0;
   // With --autoscale, the controller's last evaluation in the interval (summed over services):
   // demand (mean requests in the system) and the workers it wants; -1 without a controller.
   double demand = -1;

@@ -23,6 +23,8 @@ void Timeline::add_row(double t, const std::optional<BrokerStats>& broker, long 
   if (broker) {
     row.workers = broker->workers;
     row.queue = broker->queue;
+    row.broker_cpu_us = broker->cpu_us;
+    row.broker_requests = broker->requests;
   }
   row.clients = clients;
   row.rss_mb = resident_mb();
