@@ -207,3 +207,67 @@ TEST_CASE("a silent broker and a window of 3: every outstanding request is resen
   CHECK(totals["mismatched"] == 0);
   CHECK(totals["reconnects"].get<long>() >= 1);
 }
+
+// Over tcp the client watches its connection: when the broker's end closes and a broker binds the
+// endpoint again, the outstanding request goes out again as soon as the connection is back, not
+// when its (here 20 s) timeout would send it.
+TEST_CASE("over tcp, a connection that comes back has the outstanding request sent again at once") {
+  zmq::context_t ctx = make_context();
+  Config c = default_config();
+  c.run.transport = "tcp";
+  c.endpoints.tcp_frontend = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+  c.worker.model = "none";
+  c.run.duration_s = 0;
+  c.run.requests = 1;
+  c.client.adaptive_timeout = false;
+  c.client.timeout_ms = 20000;
+  c.client.deadline_ms = 30000;
+  c.sockets.reconnect_ivl_ms = 50;
+  c.sockets.reconnect_ivl_max_ms = 100;
+  validate(c);
+  // A stand-in broker's frontend; binding again may have to wait for the old listener to go.
+  auto bind = [&] {
+    zmq::socket_t s(ctx, zmq::socket_type::router);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::router_handover, true);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      try {
+        s.bind(c.endpoints.tcp_frontend);
+        return s;
+      } catch (const zmq::error_t& e) {
+        REQUIRE(e.num() == EADDRINUSE);
+        REQUIRE(std::chrono::steady_clock::now() < until);
+        zmq::poll(static_cast<zmq::pollitem_t*>(nullptr), 0, std::chrono::milliseconds(10));
+      }
+    }
+  };
+  std::optional<zmq::socket_t> router(bind());
+  Actor cl(ctx, "client", [c](zmq::context_t& x, zmq::socket_ref p) { client(x, p, c, "c0", 1); });
+  auto id_of = [](Frames f) {
+    auto m = decode_client_request(std::move(f));
+    REQUIRE(m.ok());
+    auto r = decode_app_request(std::move(m->body));
+    REQUIRE(r.ok());
+    return std::make_pair(to_string(m->sender), std::pair{r->id, to_string(r->payload)});
+  };
+  auto first = zyolo_test::recv(*router);
+  REQUIRE(first.has_value());
+  CHECK(id_of(std::move(*first)).second.first == "c0-0");
+  router.reset();      // the broker goes, and its connections with it
+  router.emplace(bind());  // a new one on the same endpoint
+  auto again = zyolo_test::recv(*router, std::chrono::seconds(5));  // far inside the timeout
+  REQUIRE(again.has_value());
+  const auto [who, request] = id_of(std::move(*again));
+  CHECK(request.first == "c0-0");
+  zmq::message_t to(who.data(), who.size());
+  Frames reply = encode_client_reply(to, c.run.service,
+                                     encode_app_reply(request.first, 200, "{}", zmq::message_t(request.second)));
+  REQUIRE(send_frames(*router, reply));
+  std::vector<ClientRecord> records;
+  auto totals = wait_done(cl, records);
+  REQUIRE(records.size() == 1);
+  CHECK(records[0].status == 200);
+  CHECK(records[0].retries == 1);      // sent again once, on the connection that came back
+  CHECK(totals["reconnects"] == 0);    // ... without a new socket: no timeout passed
+}

@@ -29,6 +29,7 @@
 #include <unordered_map>
 
 #include "src/wire/actor.hpp"
+#include "src/wire/monitor.hpp"
 #include "src/wire/pipe.hpp"
 #include "src/wire/protocol.hpp"
 #include "src/wire/sockopts.hpp"
@@ -132,10 +133,16 @@ class Client {
   }
 
  private:
+  // Over tcp and ipc the socket is watched (src/wire/monitor.hpp): when its connection comes
+  // back (a broker restarted, a network healed) every outstanding request is sent again at once,
+  // not after its timeout.
   void connect() {
+    watch_.reset();  // before the socket it watches
     socket_.emplace(ctx_, zmq::socket_type::dealer);
     apply_socket_options(*socket_, config_, Side::Connects);
     socket_->set(zmq::sockopt::routing_id, routing_id_);
+    if (!config_.frontend().starts_with("inproc://"))
+      watch_.emplace(ctx_, *socket_, fmt::format("{}-{}", routing_id_, ++sockets_));
     socket_->connect(config_.frontend());
   }
 
@@ -176,11 +183,14 @@ class Client {
     const auto timeout_at = o.sent + timeout_.now();
     const auto wake = std::min({timeout_at, deadline, flush_at_});
     zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
-                               {socket_->handle(), 0, ZMQ_POLLIN, 0}};
+                               {socket_->handle(), 0, ZMQ_POLLIN, 0},
+                               {watch_ ? watch_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
     const auto wait = std::chrono::duration_cast<milliseconds>(wake - Clock::now());
-    zmq::poll(items, 2, std::max(milliseconds(0), wait + milliseconds(1)));
+    zmq::poll(items, watch_ ? 3 : 2, std::max(milliseconds(0), wait + milliseconds(1)));
     if (items[0].revents & ZMQ_POLLIN) on_pipe();
     if (items[1].revents & ZMQ_POLLIN) drain();
+    if (watch_ && (items[2].revents & ZMQ_POLLIN) && watch_->reconnected() && !outstanding_.empty())
+      resend_all(Clock::now());
     const auto now = Clock::now();
     end_overdue(now);
     if (now >= flush_at_) flush();
@@ -207,6 +217,11 @@ class Client {
     ++reconnects_;
     timeout_.back_off();
     connect();
+    resend_all(now);
+  }
+
+  // Sends every outstanding request again on the current socket, each counted as a retry.
+  void resend_all(Clock::time_point now) {
     std::deque<std::string> still;
     for (auto& rid : order_) {
       auto it = outstanding_.find(rid);
@@ -328,6 +343,8 @@ class Client {
   const bool save_ = !config_.client.save_detections.empty();
   std::vector<Image> images_;  // empty: a synthetic payload that carries the request id
   std::optional<zmq::socket_t> socket_;
+  std::optional<ConnectionWatch> watch_;  // tcp and ipc: tells when the connection is back
+  long sockets_ = 0;                      // sockets opened: names each one's monitor
   std::unordered_map<std::string, Outstanding> outstanding_;  // by request id
   std::deque<std::string> order_;  // their ids in the order sent: the timer queue
   Timeout timeout_;
