@@ -63,6 +63,12 @@ using std::chrono::milliseconds;
 
 constexpr int kDrainBudget = 64;  // messages read from one socket per wake-up, at most
 
+// A request's identity for de-duplication: its client's routing id and its request id; empty
+// when the body carries no id.
+std::string request_key(const zmq::message_t& client, const std::string& request_id) {
+  return request_id.empty() ? std::string() : to_string(client) + '\0' + request_id;
+}
+
 // What became of a message sent to a ROUTER peer.
 enum class Routed { Sent, Full, Gone };  // Full: its queue is at the high-water mark (EAGAIN)
 
@@ -211,7 +217,7 @@ class Broker {
     if (m->service.starts_with("mmi.")) return on_mmi(m.value());
     ++n_.requests;
     const std::string id = peek_request_id(m->body);
-    std::string key = id.empty() ? std::string() : to_string(m->sender) + '\0' + id;
+    std::string key = request_key(m->sender, id);
     if (!key.empty() && pending_.count(key)) {
       ++n_.retries_dropped;  // already queued or being served: its answer will come
       return;
@@ -288,8 +294,7 @@ class Broker {
       return;
     }
     std::size_t i = 0;
-    if (const std::string rid = peek_request_id(m.body); !rid.empty()) {
-      const std::string key = to_string(m.client) + '\0' + rid;
+    if (const std::string key = request_key(m.client, peek_request_id(m.body)); !key.empty()) {
       while (i < w.held.size() && w.held[i].key != key) ++i;
       if (i == w.held.size()) i = 0;
     }

@@ -141,8 +141,8 @@ class Client {
     socket_.emplace(ctx_, zmq::socket_type::dealer);
     apply_socket_options(*socket_, config_, Side::Connects);
     socket_->set(zmq::sockopt::routing_id, routing_id_);
-    if (!config_.frontend().starts_with("inproc://"))
-      watch_.emplace(ctx_, *socket_, fmt::format("{}-{}", routing_id_, ++sockets_));
+    watch_connection(watch_, ctx_, *socket_, config_.frontend(),
+                     fmt::format("{}-{}", routing_id_, ++sockets_));
     socket_->connect(config_.frontend());
   }
 

@@ -109,7 +109,7 @@ class Worker : public WorkerCore {
     apply_socket_options(*socket_, config_, Side::Connects);
     const std::string routing_id = make_routing_id(id_, instance_, ++generation_);
     socket_->set(zmq::sockopt::routing_id, routing_id);
-    if (!config_.backend().starts_with("inproc://")) watch_.emplace(ctx_, *socket_, routing_id);
+    watch_connection(watch_, ctx_, *socket_, config_.backend(), routing_id);
     socket_->connect(config_.backend());
     send(encode_worker_ready(config_.run.service));
     heard_at_ = connected_at_ = Clock::now();

@@ -27,6 +27,11 @@ ConnectionWatch::~ConnectionWatch() {
   zmq_socket_monitor(watched_.handle(), nullptr, 0);  // stops the monitor; its end closes
 }
 
+void watch_connection(std::optional<ConnectionWatch>& watch, zmq::context_t& ctx,
+                      zmq::socket_ref watched, const std::string& endpoint, const std::string& name) {
+  if (!endpoint.starts_with("inproc://")) watch.emplace(ctx, watched, name);
+}
+
 bool ConnectionWatch::reconnected() {
   bool back = false;
   while (auto frames = recv_frames(events_, zmq::recv_flags::dontwait)) {

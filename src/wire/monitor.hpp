@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <zmq.hpp>
 
@@ -43,5 +44,10 @@ class ConnectionWatch {
   zmq::socket_t events_;
   bool lost_ = false;  // a disconnection seen, no handshake since
 };
+
+// Starts watching `watched` in `watch` when `endpoint` is tcp or ipc; inproc has no connection
+// events, so there it leaves `watch` empty.
+void watch_connection(std::optional<ConnectionWatch>& watch, zmq::context_t& ctx,
+                      zmq::socket_ref watched, const std::string& endpoint, const std::string& name);
 
 }  // namespace zyolo
