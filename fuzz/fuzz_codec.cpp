@@ -230,7 +230,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     check(m->command != Command::Ready && m->command != Command::Reply, "a broker sent READY/REPLY");
     check(same(reencode(m.value(), false), in), "broker -> worker does not round-trip");
   }
-  const std::string peeked = peek_request_id(in);
+  const std::string peeked(peek_request_id(in));
   if (auto r = decode_app_request(copy(in))) {
     check(peeked == r->id, "peek_request_id differs from the request's id");
     check(same(encode_app_request(r->id, r->options, std::move(r->payload)), in),

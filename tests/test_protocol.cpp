@@ -96,6 +96,58 @@ TEST_CASE("worker commands round-trip") {
   REQUIRE(reply->body.size() == 1);
 }
 
+// The broker's hot path: views decode what the owning decoders decode, and the senders put on
+// the wire exactly what the encoders build, over a real ROUTER.
+TEST_CASE("views and direct senders match the decoders and encoders") {
+  Frames in = with_peer("CLIENT", encode_client_request("yolo", encode_app_request("c1-7", "{}", zmq::message_t(std::string(100, 'p')))));
+  auto view = view_client_request(in);
+  REQUIRE(view.ok());
+  CHECK(view->sender->to_string_view() == "CLIENT");
+  CHECK(view->service == "yolo");
+  REQUIRE(view->body.size() == 3);
+  CHECK(peek_request_id(view->body) == "c1-7");
+  Frames bad = frames({"CLIENT", "", "MDPC01"});
+  CHECK(view_client_request(bad).fault() == Fault::MissingFrame);
+
+  Frames reply = with_peer("W", encode_worker_reply(zmq::message_t(std::string("C")), frames({"c1-7", "200", "{}", "x"})));
+  auto wv = view_from_worker(reply);
+  REQUIRE(wv.ok());
+  CHECK(wv->command == Command::Reply);
+  CHECK(wv->client->to_string_view() == "C");
+  CHECK(peek_request_id(wv->body) == "c1-7");
+
+  zmq::context_t ctx;
+  zmq::socket_t router(ctx, zmq::socket_type::router), dealer(ctx, zmq::socket_type::dealer);
+  router.set(zmq::sockopt::router_mandatory, true);
+  router.bind("inproc://direct-senders");
+  dealer.set(zmq::sockopt::routing_id, "W");
+  dealer.connect("inproc://direct-senders");
+  const zmq::message_t peer(std::string("W")), client(std::string("C"));
+  Frames body = frames({"c1-7", "{}", std::string(100, 'p')});
+  REQUIRE(send_broker_request(router, peer, client, body, zmq::send_flags::dontwait));
+  CHECK(body[2].size() == 100);  // shared: the broker keeps its own to re-queue
+  auto got = recv_frames(dealer);
+  REQUIRE(got);
+  Frames expected = encode_broker_request(peer, zmq::message_t(std::string("C")), copy(body));
+  expected.erase(expected.begin());
+  REQUIRE(got->size() == expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) CHECK((*got)[i] == expected[i]);
+
+  REQUIRE(send_client_reply(router, peer, "yolo", body, zmq::send_flags::dontwait));
+  got = recv_frames(dealer);
+  REQUIRE(got);
+  expected = encode_client_reply(peer, "yolo", frames({"c1-7", "{}", std::string(100, 'p')}));
+  expected.erase(expected.begin());
+  REQUIRE(got->size() == expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) CHECK((*got)[i] == expected[i]);
+
+  // A peer that is not there: nothing is sent, and the body is still the caller's.
+  const zmq::message_t nobody(std::string("NOBODY"));
+  Frames kept = frames({"c1-8", "{}", "y"});
+  CHECK_THROWS_AS(send_broker_request(router, nobody, client, kept, zmq::send_flags::dontwait), zmq::error_t);
+  CHECK(kept[2].to_string_view() == "y");
+}
+
 TEST_CASE("malformed client messages are faults") {
   struct Case {
     const char* what;

@@ -26,6 +26,13 @@
 // idle worker is tried (counted as full_pipes); only EHOSTUNREACH (the peer is gone) removes it.
 // Each wake-up reads every socket until nothing waits (a budget each), replies before requests.
 //
+// The hot path allocates nothing once the broker has seen its busiest moment: a message is
+// decoded in place (view_client_request, view_from_worker) in one reused Frames; a request's
+// frames are moved into a reused slot and forwarded as they are (shared with the worker, not
+// copied: the broker keeps them to re-queue); queues are rings of slot numbers, a worker's credit
+// a token of slot and epoch, and the de-duplication set draws its nodes from a recycling pool.
+// bench/README.md says how that was measured.
+//
 // A client's Lazy Pirate retry of a request that is still queued or held (same routing id, same
 // request id) is dropped: the answer already on its way reaches the client's new socket, since
 // the frontend hands a routing id over to the newest connection.
@@ -41,13 +48,16 @@
 //   protocol_errors        valid messages invalid in the worker's state; by kind in
 //                          protocol_errors_by_kind{"READY twice", "REPLY not asked for",
 //                          "READY for mmi.*"}
+#include <cassert>
 #include <chrono>
 #include <ctime>
 #include <deque>
 #include <map>
-#include <optional>
-#include <set>
+#include <memory_resource>
+#include <string_view>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #include "src/wire/actor.hpp"
 #include "src/wire/protocol.hpp"
@@ -63,12 +73,6 @@ using std::chrono::milliseconds;
 
 constexpr int kDrainBudget = 64;  // messages read from one socket per wake-up, at most
 
-// A request's identity for de-duplication: its client's routing id and its request id; empty
-// when the body carries no id.
-std::string request_key(const zmq::message_t& client, const std::string& request_id) {
-  return request_id.empty() ? std::string() : to_string(client) + '\0' + request_id;
-}
-
 // What became of a message sent to a ROUTER peer.
 enum class Routed { Sent, Full, Gone };  // Full: its queue is at the high-water mark (EAGAIN)
 
@@ -80,28 +84,79 @@ long thread_cpu_us() {
   return static_cast<long>(ts.tv_sec) * 1'000'000L + ts.tv_nsec / 1000;
 }
 
+// A first-in first-out queue in one ring of slots that grows by doubling and never shrinks: once
+// it has grown to the most it held, pushing and popping at either end allocates nothing (a
+// std::deque allocates a block every 128 elements as it moves along).
+template <class T>
+class Ring {
+ public:
+  bool empty() const { return size_ == 0; }
+  std::size_t size() const { return size_; }
+  T& front() { return slots_[head_]; }
+  T& operator[](std::size_t i) { return slots_[(head_ + i) & (slots_.size() - 1)]; }
+  void push_back(T v) {
+    grow();
+    (*this)[size_++] = v;
+  }
+  void push_front(T v) {
+    grow();
+    head_ = (head_ + slots_.size() - 1) & (slots_.size() - 1);
+    ++size_;
+    front() = v;
+  }
+  void pop_front() {
+    assert(size_ > 0);
+    head_ = (head_ + 1) & (slots_.size() - 1);
+    --size_;
+  }
+
+ private:
+  void grow() {
+    if (size_ < slots_.size()) return;
+    std::vector<T> bigger(std::max<std::size_t>(16, 2 * slots_.size()));
+    for (std::size_t i = 0; i < size_; ++i) bigger[i] = (*this)[i];
+    slots_.swap(bigger);
+    head_ = 0;
+  }
+  std::vector<T> slots_;  // a power of two of them
+  std::size_t head_ = 0, size_ = 0;
+};
+
+// Hash and equality for string keys looked up by std::string_view, without making a string.
+struct TextHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+// A request the broker holds, queued or handed to a worker. Requests live in a pool of slots
+// (Broker::requests_), reused: a slot keeps the capacity of its body and key, so once the pool has
+// grown to the most requests held at once, taking one in allocates nothing.
 struct Request {
   zmq::message_t client;  // the client's routing id
-  Frames body;
-  std::string key;        // client routing id + request id; empty when the body has no id
+  Frames body;            // the frames received, forwarded as they are (shared, not copied)
+  std::string key;        // client routing id + '\0' + request id; empty when the body has no id
   Clock::time_point queued_at, dispatched_at;
   int requeues = 0;
 };
+using RequestSlot = uint32_t;
+
+struct Service;
 
 struct WorkerEntry {
   zmq::message_t address;  // routing id on the backend
-  std::string service;
-  long epoch = 0;          // when it registered (broker-wide count): tells its tokens from a
-                           // predecessor's with the same routing id
+  Service* service = nullptr;
+  long epoch = 0;          // when it registered (broker-wide count, from 1); 0: the slot is free.
+                           // Tells its tokens from those of a predecessor in the same slot
   Clock::time_point expiry;
-  std::deque<Request> held;  // the requests it was handed and has not answered, oldest first
-  bool leaving = false;      // it said DISCONNECT while holding requests
+  std::vector<RequestSlot> held;  // the requests it was handed and has not answered, oldest first
+  bool leaving = false;           // it said DISCONNECT while holding requests
 };
+using WorkerSlot = uint32_t;
 
 // A worker's credit for one more request: READY gives broker.worker_credit of them, each REPLY
 // one back. Tokens of a worker that is gone stay in the queue and are skipped when they come up.
 struct Token {
-  std::string worker;
+  WorkerSlot worker;
   long epoch;
 };
 
@@ -113,18 +168,28 @@ struct DemandMeter {
   long arrivals = 0, replies = 0;   // in the interval
   double wait_s = 0, service_s = 0; // sums over the requests dispatched / answered
   long waits = 0;
-  std::unordered_map<std::string, Clock::time_point> clients;  // routing id -> last request
+  // routing id -> last request
+  std::unordered_map<std::string, Clock::time_point, TextHash, std::equal_to<>> clients;
 
   void change(long delta, Clock::time_point now = Clock::now()) {
     area += static_cast<double>(outstanding) * std::chrono::duration<double>(now - changed_at).count();
     changed_at = now;
     outstanding += delta;
   }
+
+  // A request from `client` came at `now` (a client seen before costs no allocation).
+  void saw(std::string_view client, Clock::time_point now) {
+    if (auto it = clients.find(client); it != clients.end())
+      it->second = now;
+    else
+      clients.emplace(std::string(client), now);
+  }
 };
 
 struct Service {
-  std::deque<Request> requests;
-  std::deque<Token> ready;  // the workers' credit, least recently used first
+  std::string name;
+  Ring<RequestSlot> requests;
+  Ring<Token> ready;  // the workers' credit, least recently used first
   int workers = 0;
   DemandMeter demand;
 };
@@ -153,6 +218,7 @@ class Broker {
     frontend_endpoint_ = frontend_.get(zmq::sockopt::last_endpoint);
     backend_endpoint_ = backend_.get(zmq::sockopt::last_endpoint);
     control_endpoint_ = control_.get(zmq::sockopt::last_endpoint);
+    pending_.reserve(2 * max_queue_);
   }
 
   // Unbinds at once (closing alone is asynchronous), so a restarted broker can bind again.
@@ -188,7 +254,7 @@ class Broker {
   }
 
  private:
-  void on_pipe() {
+void on_pipe() {
     auto m = recv_pipe(pipe_);
     if (!m || m->command == PipeCommand::Term) {
       terminated_ = true;
@@ -198,88 +264,138 @@ class Broker {
     }
   }
 
-  // Reads and handles messages from `socket` until none is waiting, or kDrainBudget of them.
-  void drain(zmq::socket_ref socket, void (Broker::*handle)(Frames)) {
+  // Reads and handles messages from `socket` until none is waiting, or kDrainBudget of them. One
+  // Frames receives them all: the handlers move out what they keep.
+  void drain(zmq::socket_ref socket, void (Broker::*handle)(Frames&)) {
     for (int i = 0; i < kDrainBudget && !terminated_; ++i) {
-      auto frames = recv_frames(socket, zmq::recv_flags::dontwait);
-      if (!frames) return;
-      if (frames_bytes(*frames) > max_bytes_) {
+      if (!recv_frames_into(socket, in_, zmq::recv_flags::dontwait)) return;
+      if (frames_bytes(in_) > max_bytes_) {
         count(Fault::Oversized);  // dropped
         continue;
       }
-      (this->*handle)(std::move(*frames));
+      (this->*handle)(in_);
     }
   }
 
-  void on_frontend(Frames frames) {
-    auto m = decode_client_request(std::move(frames));
+  // The de-duplication key of request `id` from `client` (see Request::key), built in `key`
+  // (whose capacity is reused); empty when the body carries no id.
+  static void make_key(std::string& key, const zmq::message_t& client, std::string_view id) {
+    key.clear();
+    if (id.empty()) return;
+    key.append(client.to_string_view());
+    key.push_back('\0');
+    key.append(id);
+  }
+
+  // The service of that name, created on first use.
+  Service& service_named(std::string_view name) {
+    auto it = services_.find(name);
+    if (it == services_.end()) {
+      it = services_.emplace(std::string(name), Service{}).first;
+      it->second.name = it->first;
+    }
+    return it->second;
+  }
+
+  void on_frontend(Frames& frames) {
+    auto m = view_client_request(frames);
     if (!m) return count(m.fault());  // cannot be answered in its own protocol: dropped
     if (m->service.starts_with("mmi.")) return on_mmi(m.value());
     ++n_.requests;
-    const std::string id = peek_request_id(m->body);
-    std::string key = request_key(m->sender, id);
-    if (!key.empty() && pending_.count(key)) {
+    const std::string_view id = peek_request_id(m->body);
+    make_key(key_, *m->sender, id);
+    if (!key_.empty() && pending_.contains(std::string_view(key_))) {
       ++n_.retries_dropped;  // already queued or being served: its answer will come
       return;
     }
-    auto& service = services_[m->service];
-    service.demand.clients[to_string(m->sender)] = Clock::now();  // rejected or not, it is demand
+    auto& service = service_named(m->service);
+    const auto now = Clock::now();
+    service.demand.saw(m->sender->to_string_view(), now);  // rejected or not, it is demand
     if (service.requests.size() >= max_queue_) {
       ++n_.rejected_busy;
       auto body = encode_app_reply(id.empty() ? "-" : id, 503, R"({"error":"queue full"})");
-      return to_client(m->sender, m->service, std::move(body));
+      return to_client(*m->sender, service.name, body);
     }
-    if (!key.empty()) pending_.insert(key);
-    service.demand.change(+1);
+    const RequestSlot slot = take_slot();
+    Request& r = requests_[slot];
+    r.client = std::move(*m->sender);
+    r.body.clear();
+    for (auto& f : m->body) r.body.push_back(std::move(f));  // `id` points into it no more
+    r.key = key_;  // into the capacity the slot kept
+    r.queued_at = now;
+    r.requeues = 0;
+    if (!r.key.empty()) pending_.insert(std::string_view(r.key));
+    service.demand.change(+1, now);
     ++service.demand.arrivals;
-    service.requests.push_back(
-        {std::move(m->sender), std::move(m->body), std::move(key), Clock::now(), {}});
-    dispatch(m->service);
+    service.requests.push_back(slot);
+    dispatch(service);
+  }
+
+  // A free request slot (a new one when none is free).
+  RequestSlot take_slot() {
+    if (free_requests_.empty()) {
+      requests_.emplace_back();
+      return static_cast<RequestSlot>(requests_.size() - 1);
+    }
+    const RequestSlot slot = free_requests_.back();
+    free_requests_.pop_back();
+    return slot;
+  }
+
+  // A request that ended (answered or given up): out of the books, its slot free again. Its
+  // frames are released; the slot keeps their capacity.
+  void release(RequestSlot slot) {
+    Request& r = requests_[slot];
+    if (!r.key.empty()) pending_.erase(std::string_view(r.key));
+    r.body.clear();
+    free_requests_.push_back(slot);
   }
 
   // RFC 8: mmi.service answers 200 when the service has workers, 404 when not; other mmi.* 501.
-  void on_mmi(ClientMessage& m) {
+  void on_mmi(ClientRequestView& m) {
     ++n_.mmi;
     std::string_view code = "501";
     if (m.service == "mmi.service") {
-      auto it = services_.find(mmi_asked_service(m.body));
+      const std::string_view asked = m.body.empty() ? std::string_view() : m.body[0].to_string_view();
+      auto it = services_.find(asked);
       code = it != services_.end() && it->second.workers > 0 ? "200" : "404";
     }
-    to_client(m.sender, m.service, encode_mmi_reply(code));
+    auto body = encode_mmi_reply(code);
+    to_client(*m.sender, m.service, body);
   }
 
-  void on_backend(Frames frames) {
-    auto m = decode_from_worker(std::move(frames));
+  void on_backend(Frames& frames) {
+    auto m = view_from_worker(frames);
     if (!m) return count(m.fault());
-    const std::string id = to_string(m->peer);
-    auto it = workers_.find(id);
-    if (it == workers_.end()) {
-      if (m->command == Command::Ready) return on_ready(id, m.value());
+    auto it = worker_slots_.find(m->peer->to_string_view());
+    if (it == worker_slots_.end()) {
+      if (m->command == Command::Ready) return on_ready(m.value());
       ++n_.unknown_worker;  // e.g. after a broker restart: tell it to register again
       ++n_.unknown_worker_commands[std::string(command_name(m->command))];
       // It registers again on this answer; or, if it said DISCONNECT itself (a worker leaving
       // a broker that restarted), the answer lets it go at once.
-      to_worker(m->peer, Command::Disconnect);
+      to_worker(*m->peer, Command::Disconnect);
       return;
     }
-    auto& w = it->second;
+    const WorkerSlot slot = it->second;
+    auto& w = workers_[slot];
     w.expiry = Clock::now() + expiry_;
     switch (m->command) {
       case Command::Ready:  // READY twice: a protocol error
         ++n_.protocol_errors;
         ++n_.protocol_errors_by_kind.ready_twice;
         to_worker(w.address, Command::Disconnect);
-        return remove_worker(id);
+        return remove_worker(slot);
       case Command::Reply:
-        return on_reply(id, w, m.value());
+        return on_reply(slot, m.value());
       case Command::Disconnect:
         if (!w.held.empty()) {  // requests crossed its DISCONNECT: it serves them first (see the top)
           w.leaving = true;
           return;
         }
-        return let_go(id);
+        return let_go(slot);
       case Command::Heartbeat:
-        return on_worker_heartbeat(id, w);
+        return on_worker_heartbeat(slot);
       case Command::Request:
         return;
     }
@@ -287,32 +403,36 @@ class Broker {
 
   // A REPLY answers the held request with its client and request id; a worker serves in order,
   // so one whose body has no id (a stranger's) answers the oldest. The worker's credit comes back.
-  void on_reply(const std::string& id, WorkerEntry& w, WorkerMessage& m) {
+  void on_reply(WorkerSlot slot, WorkerMessageView& m) {
+    auto& w = workers_[slot];
     if (w.held.empty()) {  // a REPLY it was never asked for
       ++n_.protocol_errors;
       ++n_.protocol_errors_by_kind.unasked_reply;
       return;
     }
     std::size_t i = 0;
-    if (const std::string key = request_key(m.client, peek_request_id(m.body)); !key.empty()) {
-      while (i < w.held.size() && w.held[i].key != key) ++i;
+    make_key(key_, *m.client, peek_request_id(m.body));
+    if (!key_.empty()) {
+      while (i < w.held.size() && requests_[w.held[i]].key != key_) ++i;
       if (i == w.held.size()) i = 0;
     }
-    auto& service = services_[w.service];
-    pending_.erase(w.held[i].key);
-    service.demand.change(-1);
+    Service& service = *w.service;
+    const RequestSlot answered = w.held[i];
+    const auto now = Clock::now();
+    service.demand.change(-1, now);
     ++service.demand.replies;
-    service.demand.service_s += std::chrono::duration<double>(Clock::now() - w.held[i].dispatched_at).count();
+    service.demand.service_s += std::chrono::duration<double>(now - requests_[answered].dispatched_at).count();
     w.held.erase(w.held.begin() + static_cast<std::ptrdiff_t>(i));
+    release(answered);
     ++n_.replies;
-    to_client(m.client, w.service, std::move(m.body));
+    to_client(*m.client, service.name, m.body);
     if (w.leaving) {  // it served what crossed its DISCONNECT
       ++n_.crossed_disconnect;
-      if (w.held.empty()) return let_go(id);  // now it may go
+      if (w.held.empty()) return let_go(slot);  // now it may go
       return;
     }
-    service.ready.push_back({id, w.epoch});
-    dispatch(w.service);
+    service.ready.push_back({slot, w.epoch});
+    dispatch(service);
   }
 
   // A worker serves its requests one at a time, in the order they came, reads every message
@@ -322,136 +442,147 @@ class Broker {
   // e.g. in a network partition shorter than the expiry. Each such request is re-queued (once, as
   // on expiry) and the worker, alive, gets its credit back.
   // A heartbeat also gives a request held back by a full queue another try.
-  void on_worker_heartbeat(const std::string& id, WorkerEntry& w) {
-    auto& service = services_[w.service];
+  void on_worker_heartbeat(WorkerSlot slot) {
+    auto& w = workers_[slot];
+    Service& service = *w.service;
     const auto now = Clock::now();
     for (auto it = w.held.begin(); it != w.held.end();) {
-      if (now - it->dispatched_at <= 2 * heartbeat_) {
+      if (now - requests_[*it].dispatched_at <= 2 * heartbeat_) {
         ++it;
         continue;
       }
       ++n_.lost_in_transit;
-      requeue(service, std::move(*it));
+      requeue(service, *it);
       it = w.held.erase(it);
-      if (!w.leaving) service.ready.push_back({id, w.epoch});
+      if (!w.leaving) service.ready.push_back({slot, w.epoch});
     }
-    if (w.leaving && w.held.empty()) return let_go(id);
-    dispatch(w.service);
+    if (w.leaving && w.held.empty()) return let_go(slot);
+    dispatch(service);
   }
 
   // A request its worker will not answer goes back to the front of its queue, once; the second
   // time it is given up (its client's retry will bring it back).
-  void requeue(Service& service, Request r) {
+  void requeue(Service& service, RequestSlot slot) {
+    Request& r = requests_[slot];
     if (r.requeues == 0) {
       ++r.requeues;
       ++n_.requeued;
-      service.requests.push_front(std::move(r));
+      service.requests.push_front(slot);
     } else {
       ++n_.abandoned;
-      pending_.erase(r.key);
       service.demand.change(-1);
+      release(slot);
     }
   }
 
   // A worker that said DISCONNECT and holds nothing: forgotten, and told so.
-  void let_go(const std::string& id) {
+  void let_go(WorkerSlot slot) {
     ++n_.disconnects;
-    auto address = std::move(workers_.at(id).address);
-    remove_worker(id);
+    zmq::message_t address;
+    address.copy(workers_[slot].address);  // remove_worker finds it by its address
+    remove_worker(slot);
     to_worker(address, Command::Disconnect);
   }
 
-  void on_ready(const std::string& id, WorkerMessage& m) {
+  void on_ready(WorkerMessageView& m) {
     if (m.service.starts_with("mmi.")) {
       ++n_.protocol_errors;
       ++n_.protocol_errors_by_kind.reserved_service;
-      return to_worker(m.peer, Command::Disconnect);
+      return to_worker(*m.peer, Command::Disconnect);
     }
-    auto& w = workers_[id];
-    w.address = std::move(m.peer);
-    w.service = m.service;
+    WorkerSlot slot;
+    if (free_workers_.empty()) {
+      workers_.emplace_back();
+      slot = static_cast<WorkerSlot>(workers_.size() - 1);
+    } else {
+      slot = free_workers_.back();
+      free_workers_.pop_back();
+    }
+    worker_slots_.emplace(std::string(m.peer->to_string_view()), slot);
+    auto& w = workers_[slot];
+    Service& service = service_named(m.service);
+    w.address = std::move(*m.peer);
+    w.service = &service;
     w.epoch = ++epochs_;
     w.expiry = Clock::now() + expiry_;
-    auto& service = services_[m.service];
+    w.held.clear();
+    w.leaving = false;
     ++service.workers;
-    for (int i = 0; i < credit_; ++i) service.ready.push_back({id, w.epoch});
-    dispatch(m.service);
+    for (int i = 0; i < credit_; ++i) service.ready.push_back({slot, w.epoch});
+    dispatch(service);
   }
 
-  // Hands queued requests of `name` to the workers with credit, least recently used first. A
+  // Hands queued requests of `service` to the workers with credit, least recently used first. A
   // worker whose queue is full (it has not read for a while) keeps its place on the books, its
   // token goes to the back of the line and it gets a request later; each token is tried once
   // per call. Tokens of workers that are gone are dropped as they come up.
-  void dispatch(const std::string& name) {
-    auto& service = services_[name];
+  void dispatch(Service& service) {
     for (std::size_t tries = service.ready.size(); tries > 0 && !service.ready.empty() &&
                                                    !service.requests.empty(); --tries) {
-      const Token token = std::move(service.ready.front());
+      const Token token = service.ready.front();
       service.ready.pop_front();
-      auto found = workers_.find(token.worker);
-      if (found == workers_.end() || found->second.epoch != token.epoch || found->second.leaving)
-        continue;  // a token of a worker that is gone, or leaving
-      const std::string& id = token.worker;
-      auto& w = found->second;
-      Request r = std::move(service.requests.front());
-      service.requests.pop_front();
-      zmq::message_t client;
-      client.copy(r.client);
-      Frames body;
-      for (auto& f : r.body) body.emplace_back().copy(f);  // shared, not copied, for large frames
-      const Routed sent = route(backend_, encode_broker_request(w.address, std::move(client), std::move(body)));
-      if (sent != Routed::Sent) {
-        service.requests.push_front(std::move(r));  // the request stays first in line
+      auto& w = workers_[token.worker];
+      if (w.epoch != token.epoch || w.leaving) continue;  // a token of a worker gone, or leaving
+      const RequestSlot slot = service.requests.front();
+      Request& r = requests_[slot];
+      const Routed sent = route([&](zmq::send_flags f) {
+        return send_broker_request(backend_, w.address, r.client, r.body, f);
+      });
+      if (sent != Routed::Sent) {  // the request stays first in line
         if (sent == Routed::Gone) {
           ++n_.vanished;
-          remove_worker(id);  // the worker vanished: its socket closed (e.g. it crashed)
-          return;           // (remove_worker dispatched what it could)
+          remove_worker(token.worker);  // the worker vanished: its socket closed (e.g. it crashed)
+          return;                       // (remove_worker dispatched what it could)
         }
         ++n_.full_pipes;
         service.ready.push_back(token);
         continue;
       }
+      service.requests.pop_front();
       const auto now = Clock::now();
       waits_us_.push_back(static_cast<uint32_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(now - r.queued_at).count()));
       service.demand.wait_s += std::chrono::duration<double>(now - r.queued_at).count();
       ++service.demand.waits;
       r.dispatched_at = now;
-      w.held.push_back(std::move(r));
+      w.held.push_back(slot);
       n_.most_held = std::max(n_.most_held, static_cast<long>(w.held.size()));
     }
   }
 
   void on_heartbeat() {
     const auto now = Clock::now();
-    std::vector<std::string> expired;
-    for (auto& [id, w] : workers_) {
+    expired_.clear();
+    for (const auto& [id, slot] : worker_slots_) {
+      auto& w = workers_[slot];
       if (w.expiry <= now)
-        expired.push_back(id);
+        expired_.push_back(slot);
       else
         to_worker(w.address, Command::Heartbeat);
     }
-    for (const auto& id : expired) {
+    for (const WorkerSlot slot : expired_) {
       ++n_.expired;
-      remove_worker(id);
+      remove_worker(slot);
     }
     heartbeat_at_ = now + heartbeat_;
   }
 
   // Forgets a worker; a request it held goes back to the front of its queue, once.
-  void remove_worker(const std::string& id) {
-    auto it = workers_.find(id);
-    if (it == workers_.end()) return;
-    auto& service = services_[it->second.service];
+  void remove_worker(WorkerSlot slot) {
+    auto& w = workers_[slot];
+    if (w.epoch == 0) return;
+    Service& service = *w.service;
     --service.workers;
-    auto& held = it->second.held;
-    for (auto r = held.rbegin(); r != held.rend(); ++r) {  // newest first: the oldest ends first in line
-      if (it->second.leaving) ++n_.requeued_after_disconnect;
-      requeue(service, std::move(*r));
+    for (auto r = w.held.rbegin(); r != w.held.rend(); ++r) {  // newest first: the oldest ends first in line
+      if (w.leaving) ++n_.requeued_after_disconnect;
+      requeue(service, *r);
     }
-    const std::string name = it->second.service;
-    workers_.erase(it);
-    dispatch(name);
+    w.held.clear();
+    worker_slots_.erase(worker_slots_.find(w.address.to_string_view()));
+    w.address = zmq::message_t();
+    w.epoch = 0;
+    free_workers_.push_back(slot);
+    dispatch(service);
   }
 
   // [DEMAND][JSON] on the control socket: each service's demand over the interval just ended.
@@ -464,10 +595,10 @@ class Broker {
       d.change(0, now);  // closes the integral exactly where the interval ends
       std::erase_if(d.clients, [&](const auto& c) { return now - c.second > client_window_; });
       long held = 0, idle = 0;
-      for (const auto& [id, w] : workers_)
-        if (w.service == name) {
-          held += static_cast<long>(w.held.size());
-          idle += w.held.empty();
+      for (const auto& [id, slot] : worker_slots_)
+        if (workers_[slot].service == &s) {
+          held += static_cast<long>(workers_[slot].held.size());
+          idle += workers_[slot].held.empty();
         }
       demand.services[name] = {
           interval_s > 0 ? d.area / interval_s : static_cast<double>(d.outstanding),
@@ -486,20 +617,29 @@ class Broker {
 
   // An answer the client cannot take now (gone, or its queue full) is counted; the client's
   // retry brings the request back, and the request id keeps it from being delivered twice.
-  void to_client(const zmq::message_t& client, const std::string& service, Frames body) {
-    if (route(frontend_, encode_client_reply(client, service, std::move(body))) != Routed::Sent)
+  // The body's frames are moved out.
+  void to_client(const zmq::message_t& client, std::string_view service,
+                 std::span<zmq::message_t> body) {
+    if (route([&](zmq::send_flags f) { return send_client_reply(frontend_, client, service, body, f); }) !=
+        Routed::Sent)
       ++n_.unroutable;
   }
 
   void to_worker(const zmq::message_t& address, Command c) {
-    if (route(backend_, encode_broker_command(address, c)) != Routed::Sent) ++n_.unroutable;
+    if (route([&](zmq::send_flags f) {
+          auto frames = encode_broker_command(address, c);
+          return send_frames(backend_, frames, f);
+        }) != Routed::Sent)
+      ++n_.unroutable;
   }
 
-  // Sends to a ROUTER peer (ZMQ_ROUTER_MANDATORY): EHOSTUNREACH when the peer is gone, EAGAIN
-  // when its queue is at the high-water mark; never blocks.
-  static Routed route(zmq::socket_ref socket, Frames frames) {
+  // Sends to a ROUTER peer (ZMQ_ROUTER_MANDATORY) through `send`, which takes the flags: Gone
+  // when the peer is gone (EHOSTUNREACH), Full when its queue is at the high-water mark (EAGAIN);
+  // never blocks.
+  template <class Send>
+  static Routed route(Send send) {
     try {
-      return send_frames(socket, frames, zmq::send_flags::dontwait) ? Routed::Sent : Routed::Full;
+      return send(zmq::send_flags::dontwait) ? Routed::Sent : Routed::Full;
     } catch (const zmq::error_t& e) {
       if (e.num() == EHOSTUNREACH) return Routed::Gone;
       throw;
@@ -511,10 +651,10 @@ class Broker {
   // The counters kept as they happen, with the gauges and the malformed messages by kind.
   BrokerStats stats() const {
     BrokerStats s = n_;
-    s.workers = static_cast<long>(workers_.size());
-    for (const auto& [id, w] : workers_) {
-      s.idle += w.held.empty();
-      s.held += static_cast<long>(w.held.size());
+    s.workers = static_cast<long>(worker_slots_.size());
+    for (const auto& [id, slot] : worker_slots_) {
+      s.idle += workers_[slot].held.empty();
+      s.held += static_cast<long>(workers_[slot].held.size());
     }
     for (const auto& [name, service] : services_) {
       s.queue += static_cast<long>(service.requests.size());
@@ -541,9 +681,20 @@ class Broker {
   milliseconds demand_interval_, client_window_;
   Clock::time_point heartbeat_at_, demand_at_, demand_from_;
   bool terminated_ = false;
-  std::map<std::string, WorkerEntry> workers_;
-  std::map<std::string, Service> services_;
-  std::set<std::string> pending_;  // keys of requests queued or held by a worker
+  // The hot path allocates nothing once these have grown to the most they held: every message is
+  // received into in_, a request's key is built in key_, requests and workers live in slots that
+  // are reused (a std::deque keeps their addresses, which pending_ and services point into), and
+  // pending_'s nodes come from a pool that recycles them.
+  Frames in_;
+  std::string key_;
+  std::deque<Request> requests_;
+  std::vector<RequestSlot> free_requests_;
+  std::deque<WorkerEntry> workers_;
+  std::vector<WorkerSlot> free_workers_, expired_;
+  std::map<std::string, WorkerSlot, std::less<>> worker_slots_;  // by routing id
+  std::map<std::string, Service, std::less<>> services_;         // by name; never erased
+  std::pmr::unsynchronized_pool_resource pool_;
+  std::pmr::unordered_set<std::string_view> pending_{&pool_};  // keys of requests held, in requests_
   std::vector<uint32_t> waits_us_;  // queue waits of requests dispatched since the last STATS
   BrokerStats n_;                 // the counters (stats() adds the gauges)
   long faults_[kFaultCount] = {};  // malformed messages by fault

@@ -1,6 +1,7 @@
 // Frames, faults and socket I/O: see frames.hpp.
 #include "src/wire/frames.hpp"
 
+#include <cassert>
 #include <zmq_addon.hpp>
 
 #if defined(__SANITIZE_THREAD__)
@@ -27,7 +28,7 @@ void* token_of(const zmq::message_t& f) {
 }
 #endif
 
-void handing_over(Frames& frames) {
+void handing_over(std::span<zmq::message_t> frames) {
 #if defined(__SANITIZE_THREAD__)
   for (auto& f : frames) __tsan_release(token_of(f));
 #else
@@ -35,7 +36,7 @@ void handing_over(Frames& frames) {
 #endif
 }
 
-void taking_over(Frames& frames) {
+void taking_over(std::span<zmq::message_t> frames) {
 #if defined(__SANITIZE_THREAD__)
   for (auto& f : frames) __tsan_acquire(token_of(f));
 #else
@@ -74,6 +75,36 @@ std::optional<Frames> recv_frames(zmq::socket_ref socket, zmq::recv_flags flags)
   if (!zmq::recv_multipart(socket, std::back_inserter(frames), flags)) return std::nullopt;
   taking_over(frames);
   return frames;
+}
+
+bool recv_frames_into(zmq::socket_ref socket, Frames& frames, zmq::recv_flags flags) {
+  frames.clear();
+  if (!zmq::recv_multipart(socket, std::back_inserter(frames), flags)) return false;
+  taking_over(frames);
+  return true;
+}
+
+bool send_parts(zmq::socket_ref socket, std::span<zmq::message_t> head,
+                std::span<zmq::message_t> body, BodyBy by, zmq::send_flags flags) {
+  handing_over(head);
+  handing_over(body);
+  const std::size_t n = head.size() + body.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto more = i + 1 < n ? flags | zmq::send_flags::sndmore : flags;
+    zmq::message_t shared;
+    zmq::message_t* part = &shared;
+    if (i < head.size())
+      part = &head[i];
+    else if (by == BodyBy::Moving)
+      part = &body[i - head.size()];
+    else
+      shared.copy(body[i - head.size()]);
+    if (!socket.send(*part, more)) {
+      assert(i == 0);  // a message's first frame decides; the rest always follow
+      return false;
+    }
+  }
+  return true;
 }
 
 std::size_t frames_bytes(const Frames& frames) {

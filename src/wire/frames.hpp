@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -66,6 +67,24 @@ bool send_frames(zmq::socket_ref socket, Frames& frames,
 // message hand-off is (libzmq, not instrumented, makes it invisible to TSan otherwise).
 std::optional<Frames> recv_frames(zmq::socket_ref socket,
                                   zmq::recv_flags flags = zmq::recv_flags::none);
+
+// Receives one whole message into `frames`, which is cleared first and keeps its capacity (a loop
+// that reuses one Frames allocates nothing per message); false when none is waiting (dontwait).
+bool recv_frames_into(zmq::socket_ref socket, Frames& frames,
+                      zmq::recv_flags flags = zmq::recv_flags::none);
+
+// How send_parts sends a message's body frames: shared (zmq_msg_copy: reference counted above 33
+// bytes, copied below; the caller keeps its own, e.g. to send them again) or moved.
+enum class BodyBy { Sharing, Moving };
+
+// Sends `head` then `body` as one message without building a Frames: the head's frames are moved
+// out (sent), the body's shared or moved as `by` says. Returns false, having sent nothing, when
+// the first frame cannot go now (EAGAIN with dontwait); an error such as a ROUTER's EHOSTUNREACH
+// is thrown, again before anything is sent (a ROUTER decides on the first frame; once it takes
+// it, it takes the rest of the message).
+bool send_parts(zmq::socket_ref socket, std::span<zmq::message_t> head,
+                std::span<zmq::message_t> body, BodyBy by,
+                zmq::send_flags flags = zmq::send_flags::none);
 
 // The bytes of all frames of a message (what a maximum message size limits).
 std::size_t frames_bytes(const Frames& frames);

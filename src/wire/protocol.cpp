@@ -40,22 +40,34 @@ std::optional<Fault> check_shape(const Frames& frames, std::size_t at) {
   return std::nullopt;
 }
 
-// Decodes [""]["MDPC01"][service][body...] from frames[at].
-Decoded<ClientMessage> decode_client(Frames frames, std::size_t at) {
+// Decodes [""]["MDPC01"][service][body...] from frames[at], in place.
+Decoded<ClientRequestView> view_client(Frames& frames, std::size_t at) {
   if (auto f = check_shape(frames, at)) return *f;
   if (auto f = check_prefix(frames, at, kMdpClient)) return *f;
   if (frames.size() <= at + 2) return Fault::MissingFrame;
   if (frames.size() > at + 3 + kMaxBodyFrames) return Fault::TooManyFrames;
+  ClientRequestView v;
+  v.service = frames[at + 2].to_string_view();
+  if (v.service.empty() || v.service.size() > kMaxServiceBytes) return Fault::BadService;
+  if (at == 1) v.sender = &frames[0];
+  v.body = std::span<zmq::message_t>(frames).subspan(at + 3);
+  return v;
+}
+
+// The same, moved out into a message of its own.
+Decoded<ClientMessage> decode_client(Frames frames, std::size_t at) {
+  auto v = view_client(frames, at);
+  if (!v) return v.fault();
   ClientMessage m;
-  m.service = to_string(frames[at + 2]);
-  if (m.service.empty() || m.service.size() > kMaxServiceBytes) return Fault::BadService;
-  if (at == 1) m.sender = std::move(frames[0]);
-  for (std::size_t i = at + 3; i < frames.size(); ++i) m.body.push_back(std::move(frames[i]));
+  m.service = std::string(v->service);
+  if (v->sender) m.sender = std::move(*v->sender);
+  for (auto& f : v->body) m.body.push_back(std::move(f));
   return m;
 }
 
-// Decodes [""]["MDPW01"][command]... from frames[at]; `from_worker` picks the valid commands.
-Decoded<WorkerMessage> decode_worker(Frames frames, std::size_t at, bool from_worker) {
+// Decodes [""]["MDPW01"][command]... from frames[at], in place; `from_worker` picks the valid
+// commands.
+Decoded<WorkerMessageView> view_worker(Frames& frames, std::size_t at, bool from_worker) {
   if (auto f = check_shape(frames, at)) return *f;
   if (auto f = check_prefix(frames, at, kMdpWorker)) return *f;
   if (frames.size() <= at + 2) return Fault::MissingFrame;
@@ -63,35 +75,62 @@ Decoded<WorkerMessage> decode_worker(Frames frames, std::size_t at, bool from_wo
   if (cmd.size() != 1) return Fault::UnknownCommand;
   const auto byte = *static_cast<const uint8_t*>(cmd.data());
   if (byte < 0x01 || byte > 0x05) return Fault::UnknownCommand;
-  WorkerMessage m;
-  m.command = static_cast<Command>(byte);
-  if (at == 1) m.peer = std::move(frames[0]);
+  WorkerMessageView v;
+  v.command = static_cast<Command>(byte);
+  if (at == 1) v.peer = &frames[0];
   const std::size_t rest = frames.size() - (at + 3);
-  switch (m.command) {
+  switch (v.command) {
     case Command::Ready:
       if (!from_worker) return Fault::UnknownCommand;
       if (rest < 1) return Fault::MissingFrame;
       if (rest > 1) return Fault::TooManyFrames;
-      m.service = to_string(frames[at + 3]);
-      if (m.service.empty() || m.service.size() > kMaxServiceBytes) return Fault::BadService;
-      return m;
+      v.service = frames[at + 3].to_string_view();
+      if (v.service.empty() || v.service.size() > kMaxServiceBytes) return Fault::BadService;
+      return v;
     case Command::Request:
     case Command::Reply: {
-      if ((m.command == Command::Reply) != from_worker) return Fault::UnknownCommand;
+      if ((v.command == Command::Reply) != from_worker) return Fault::UnknownCommand;
       if (rest < 2) return Fault::MissingFrame;
       if (rest > 2 + kMaxBodyFrames) return Fault::TooManyFrames;
       if (frames[at + 4].size() != 0) return Fault::MissingDelimiter;
-      m.client = std::move(frames[at + 3]);
-      if (m.client.size() == 0) return Fault::MissingFrame;
-      for (std::size_t i = at + 5; i < frames.size(); ++i) m.body.push_back(std::move(frames[i]));
-      return m;
+      v.client = &frames[at + 3];
+      if (v.client->size() == 0) return Fault::MissingFrame;
+      v.body = std::span<zmq::message_t>(frames).subspan(at + 5);
+      return v;
     }
     case Command::Heartbeat:
     case Command::Disconnect:
       if (rest > 0) return Fault::TooManyFrames;
-      return m;
+      return v;
   }
   return Fault::UnknownCommand;
+}
+
+// The same, moved out into a message of its own.
+Decoded<WorkerMessage> decode_worker(Frames frames, std::size_t at, bool from_worker) {
+  auto v = view_worker(frames, at, from_worker);
+  if (!v) return v.fault();
+  WorkerMessage m;
+  m.command = v->command;
+  m.service = std::string(v->service);
+  if (v->peer) m.peer = std::move(*v->peer);
+  if (v->client) m.client = std::move(*v->client);
+  for (auto& f : v->body) m.body.push_back(std::move(f));
+  return m;
+}
+
+// The frames in front of a REQUEST's body: [peer][""]["MDPW01"][0x02][client][""].
+std::array<zmq::message_t, 6> broker_request_head(const zmq::message_t& peer,
+                                                  const zmq::message_t& client) {
+  const auto byte = static_cast<uint8_t>(Command::Request);
+  return {share(peer), zmq::message_t(), frame(kMdpWorker), zmq::message_t(&byte, 1),
+          share(client), zmq::message_t()};
+}
+
+// The frames in front of a client reply's body: [client][""]["MDPC01"][service].
+std::array<zmq::message_t, 4> client_reply_head(const zmq::message_t& client,
+                                                std::string_view service) {
+  return {share(client), zmq::message_t(), frame(kMdpClient), frame(service)};
 }
 
 bool valid_id(std::string_view id) {
@@ -120,9 +159,26 @@ Frames encode_client_request(std::string_view service, Frames body) {
 }
 
 Frames encode_client_reply(const zmq::message_t& client, std::string_view service, Frames body) {
-  Frames head;
-  head.push_back(share(client));
-  return concat(std::move(head), encode_client_request(service, std::move(body)));
+  auto head = client_reply_head(client, service);
+  return concat(Frames(std::make_move_iterator(head.begin()), std::make_move_iterator(head.end())),
+                std::move(body));
+}
+
+bool send_client_reply(zmq::socket_ref frontend, const zmq::message_t& client,
+                       std::string_view service, std::span<zmq::message_t> body,
+                       zmq::send_flags flags) {
+  auto head = client_reply_head(client, service);
+  return send_parts(frontend, head, body, BodyBy::Moving, flags);
+}
+
+Decoded<ClientRequestView> view_client_request(Frames& frames) {
+  if (frames.empty()) return Fault::Empty;
+  return view_client(frames, 1);
+}
+
+Decoded<WorkerMessageView> view_from_worker(Frames& frames) {
+  if (frames.empty()) return Fault::Empty;
+  return view_worker(frames, 1, true);
 }
 
 Decoded<ClientMessage> decode_client_request(Frames frames) {
@@ -163,10 +219,16 @@ Frames encode_broker_command(const zmq::message_t& peer, Command c) {
 }
 
 Frames encode_broker_request(const zmq::message_t& peer, zmq::message_t client, Frames body) {
-  Frames f = encode_broker_command(peer, Command::Request);
-  f.push_back(std::move(client));
-  f.emplace_back();
-  return concat(std::move(f), std::move(body));
+  auto head = broker_request_head(peer, client);
+  return concat(Frames(std::make_move_iterator(head.begin()), std::make_move_iterator(head.end())),
+                std::move(body));
+}
+
+bool send_broker_request(zmq::socket_ref backend, const zmq::message_t& peer,
+                         const zmq::message_t& client, std::span<zmq::message_t> body,
+                         zmq::send_flags flags) {
+  auto head = broker_request_head(peer, client);
+  return send_parts(backend, head, body, BodyBy::Sharing, flags);
 }
 
 Decoded<WorkerMessage> decode_from_worker(Frames frames) {
@@ -267,10 +329,10 @@ std::string mmi_asked_service(const Frames& body) {
 
 Frames encode_mmi_reply(std::string_view code) { return text_frames({code}); }
 
-std::string peek_request_id(const Frames& body) {
+std::string_view peek_request_id(std::span<const zmq::message_t> body) {
   if (body.empty()) return {};
   const auto id = body[0].to_string_view();
-  return valid_id(id) ? std::string(id) : std::string();
+  return valid_id(id) ? id : std::string_view();
 }
 
 namespace {

@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -99,6 +100,41 @@ Decoded<WorkerMessage> decode_from_worker(Frames frames);
 // Decodes what a worker's DEALER received.
 Decoded<WorkerMessage> decode_from_broker(Frames frames);
 
+// --- the broker's hot path: decoded in place, sent without building Frames -----------------------
+// The same grammar as above, for a broker that allocates nothing per message: a view points into
+// the frames a message came in (valid while they are; the broker moves out what it keeps), and
+// the senders write the frames out one by one (send_parts, frames.hpp).
+
+struct ClientRequestView {
+  zmq::message_t* sender = nullptr;  // the client's routing id
+  std::string_view service;
+  std::span<zmq::message_t> body;
+};
+// What decode_client_request decodes, in place.
+Decoded<ClientRequestView> view_client_request(Frames& frames);
+
+struct WorkerMessageView {
+  zmq::message_t* peer = nullptr;  // the worker's routing id
+  Command command = Command::Heartbeat;
+  std::string_view service;          // READY
+  zmq::message_t* client = nullptr;  // REPLY: the client's routing id
+  std::span<zmq::message_t> body;    // REPLY
+};
+// What decode_from_worker decodes, in place.
+Decoded<WorkerMessageView> view_from_worker(Frames& frames);
+
+// REQUEST to the worker `peer` on the broker's ROUTER backend, what encode_broker_request builds;
+// the body is shared, so the caller keeps it (to re-queue). False, nothing sent, when the peer's
+// queue is full with dontwait; zmq::error_t (EHOSTUNREACH) when it is gone, nothing sent either.
+bool send_broker_request(zmq::socket_ref backend, const zmq::message_t& peer,
+                         const zmq::message_t& client, std::span<zmq::message_t> body,
+                         zmq::send_flags flags);
+// A reply to `client` on the broker's ROUTER frontend, what encode_client_reply builds; the body's
+// frames are moved out. Same results as send_broker_request.
+bool send_client_reply(zmq::socket_ref frontend, const zmq::message_t& client,
+                       std::string_view service, std::span<zmq::message_t> body,
+                       zmq::send_flags flags);
+
 // mmi.service (RFC 8): the service a query's body names ("" when none), and the one-frame answer
 // ("200", "404" or "501").
 std::string mmi_asked_service(const Frames& body);
@@ -152,8 +188,9 @@ Frames encode_app_reply(std::string_view id, int status, std::string_view json,
                         zmq::message_t payload = {});
 Decoded<AppRequest> decode_app_request(Frames body);
 Decoded<AppReply> decode_app_reply(Frames body);
-// The request id of a body that may not be a valid request, if it has one ("" otherwise).
-std::string peek_request_id(const Frames& body);
+// The request id of a body that may not be a valid request, if it has one ("" otherwise): a view
+// into the body's first frame.
+std::string_view peek_request_id(std::span<const zmq::message_t> body);
 
 // The result JSON of a reply: who answered and, from a YOLO worker, what it found in the image
 // and how long each stage took; from a request that failed, what went wrong.
