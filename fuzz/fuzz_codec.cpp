@@ -186,6 +186,9 @@ void write_seeds(const char* dir) {
   seeds.push_back(encode_pipe(PipeCommand::Rule, args_of(LinkRule{*parse_nodes("w0,c1"), LinkMode::Drop, 0.25,
                                                                   std::chrono::milliseconds(2000)})));
   seeds.push_back(encode_pipe(PipeCommand::Detections, args_of(DetectionLines{"{\"id\":\"c0-1\"}\n"})));
+  // Client reports, as clients send them on the report socket.
+  seeds.push_back(encode_report(3, PipeCommand::Records, args_of(ClientRecords{{1, 2, 3, 200, 0, {1, 2, 3, 4}}})));
+  seeds.push_back(encode_report(0, PipeCommand::Done, args_of(ClientTotals{"c0", "echo", 4, 4, 0, 0, 0, 0, 1})));
   // A ZAP/1.0 request as libzmq sends it for CURVE.
   seeds.push_back(text_frames({"1.0", "1", "global", "127.0.0.1", "", "CURVE", std::string(32, 'k')}));
   for (std::size_t i = 0; i < seeds.size(); ++i) {
@@ -245,6 +248,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   if (auto p = decode_pipe(copy(in))) {
     all_typed(*p);
     check(same(encode_pipe(p->command, std::move(p->args)), in), "pipe command does not round-trip");
+  }
+  if (auto r = decode_report(copy(in))) {
+    all_typed(r->message);
+    check(same(encode_report(r->client, r->message.command, std::move(r->message.args)), in),
+          "client report does not round-trip");
   }
   std::string zap_id;
   if (auto z = decode_zap_request(in, &zap_id)) {

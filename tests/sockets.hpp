@@ -1,5 +1,5 @@
-// Helpers for the tests that poke actors over real sockets: a free tcp port, and a send and a
-// bounded receive that fail the test instead of hanging it.
+// Helpers for the tests that poke actors over real sockets: a free tcp port, a send and a
+// bounded receive that fail the test instead of hanging it, and the report socket a client needs.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -35,6 +35,16 @@ inline std::optional<zyolo::Frames> recv(zmq::socket_t& s,
   zmq::poll(&item, 1, timeout);
   if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
   return zyolo::recv_frames(s);
+}
+
+// The report socket of a test that starts clients itself (what the supervisor binds): a PULL
+// bound to `endpoint`, with no high-water mark, like the supervisor's.
+inline zmq::socket_t report_socket(zmq::context_t& ctx, const std::string& endpoint) {
+  zmq::socket_t s(ctx, zmq::socket_type::pull);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::rcvhwm, 0);
+  s.bind(endpoint);
+  return s;
 }
 
 }  // namespace zyolo_test

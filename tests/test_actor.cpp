@@ -65,23 +65,31 @@ TEST_CASE("workers and clients start and stop many times") {
   config.run.requests = 1;
   validate(config);
   Actor b(ctx, "broker", [config](zmq::context_t& c, zmq::socket_ref p) { broker(c, p, config); });
+  // Where the clients report, as the supervisor's clients do.
+  zmq::socket_t reports(ctx, zmq::socket_type::pull);
+  reports.set(zmq::sockopt::linger, 0);
+  reports.bind("inproc://test-actor-reports");
   for (int i = 0; i < 200; ++i) {
+    const ReportTo to{"inproc://test-actor-reports", static_cast<uint32_t>(i)};
     Actor w(ctx, "worker", [config](zmq::context_t& c, zmq::socket_ref p) { worker(c, p, config, "w"); });
-    Actor cl(ctx, "client", [config](zmq::context_t& c, zmq::socket_ref p) { client(c, p, config, "c", 1); });
+    Actor cl(ctx, "client", [config, to](zmq::context_t& c, zmq::socket_ref p) { client(c, p, config, "c", 1, to); });
     // RECORDS, then DONE; a request that takes seconds here means one was lost somewhere.
-    Decoded<PipeMessage> done = Fault::Empty;
+    Decoded<ClientReport> done = Fault::Empty;
     do {
-      zmq::pollitem_t item{cl.pipe().handle(), 0, ZMQ_POLLIN, 0};
+      zmq::pollitem_t item{reports.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, std::chrono::milliseconds(5000));
       if (!(item.revents & ZMQ_POLLIN)) {
         send_pipe(b.pipe(), PipeCommand::Stats);
         auto stats = recv_pipe(b.pipe());
         FAIL("iteration " << i << ": no answer in 5 s; broker: " << to_string(stats->args.at(0)));
       }
-      done = recv_pipe(cl.pipe());
-    } while (done.ok() && done->command == PipeCommand::Records);
-    REQUIRE(done.ok());
-    REQUIRE(done->command == PipeCommand::Done);
+      auto frames = recv_frames(reports);
+      REQUIRE(frames.has_value());
+      done = decode_report(std::move(*frames));
+      REQUIRE(done.ok());
+      REQUIRE(done->client == static_cast<uint32_t>(i));  // this client's, not an earlier one's
+    } while (done->message.command == PipeCommand::Records);
+    REQUIRE(done->message.command == PipeCommand::Done);
   }
 }
 

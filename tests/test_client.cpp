@@ -43,6 +43,10 @@ struct FakeBroker {
     return s;
   }();
 
+  // Where the client reports (what the supervisor binds in a run).
+  ReportTo to{"inproc://test-client-reports", 0};
+  zmq::socket_t reports = zyolo_test::report_socket(ctx, to.endpoint);
+
   std::string last_payload;
 
   // The next request: the client's routing id and the request id (its payload kept for echoes).
@@ -64,18 +68,22 @@ struct FakeBroker {
   }
 };
 
-// Reads pipe messages until DONE; returns its totals and the records seen.
-nlohmann::json wait_done(Actor& a, std::vector<ClientRecord>& records) {
+// Reads the client's reports until DONE; returns its totals and the records seen.
+nlohmann::json wait_done(zmq::socket_t& reports, std::vector<ClientRecord>& records) {
   for (;;) {
-    auto m = recv_pipe(a.pipe());
-    REQUIRE(m.ok());
-    if (m->command == PipeCommand::Records) {
-      auto r = unpack_records(m->args.at(0));
-      REQUIRE(r.has_value());
+    auto frames = zyolo_test::recv(reports);
+    REQUIRE(frames.has_value());
+    auto report = decode_report(std::move(*frames));
+    REQUIRE(report.ok());
+    CHECK(report->client == 0);
+    const PipeMessage& m = report->message;
+    if (m.command == PipeCommand::Records) {
+      auto r = decode_args<ClientRecords>(m);
+      REQUIRE(r.ok());
       records.insert(records.end(), r->begin(), r->end());
     } else {
-      REQUIRE(m->command == PipeCommand::Done);
-      return nlohmann::json::parse(m->args.at(0).to_string_view());
+      REQUIRE(m.command == PipeCommand::Done);
+      return nlohmann::json::parse(m.args.at(0).to_string_view());
     }
   }
 }
@@ -84,7 +92,7 @@ nlohmann::json wait_done(Actor& a, std::vector<ClientRecord>& records) {
 
 TEST_CASE("repeated and late answers are dropped and counted, never delivered twice") {
   FakeBroker fb;
-  Actor c(fb.ctx, "client", [cfg = fb.config](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 2); });
+  Actor c(fb.ctx, "client", [cfg = fb.config, to = fb.to](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 2, to); });
   auto [who, first] = fb.next();
   CHECK(first == "c0-0");
   const std::string echo0 = fb.last_payload;
@@ -98,7 +106,7 @@ TEST_CASE("repeated and late answers are dropped and counted, never delivered tw
   REQUIRE(send_frames(fb.router, garbage));
   fb.answer(who, "c0-1", fb.last_payload);
   std::vector<ClientRecord> records;
-  auto totals = wait_done(c, records);
+  auto totals = wait_done(fb.reports, records);
   CHECK(totals["sent"] == 2);
   CHECK(totals["duplicates_dropped"] == 2);
   CHECK(totals["malformed"] == 1);
@@ -111,16 +119,16 @@ TEST_CASE("repeated and late answers are dropped and counted, never delivered tw
 
 TEST_CASE("an echo that does not match the request is counted as mismatched") {
   FakeBroker fb;
-  Actor c(fb.ctx, "client", [cfg = fb.config](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 1); });
+  Actor c(fb.ctx, "client", [cfg = fb.config, to = fb.to](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 1, to); });
   auto [who, id] = fb.next();
   fb.answer(who, id, "someone else's payload");
   std::vector<ClientRecord> records;
-  CHECK(wait_done(c, records)["mismatched"] == 1);
+  CHECK(wait_done(fb.reports, records)["mismatched"] == 1);
 }
 
 TEST_CASE("a silent broker: the client resends on a new socket with the same routing id") {
   FakeBroker fb;
-  Actor c(fb.ctx, "client", [cfg = fb.config](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 1); });
+  Actor c(fb.ctx, "client", [cfg = fb.config, to = fb.to](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 1, to); });
   auto [who1, id1] = fb.next();  // ignored: the client times out after 100 ms
   auto [who2, id2] = fb.next();
   auto [who3, id3] = fb.next();
@@ -130,7 +138,7 @@ TEST_CASE("a silent broker: the client resends on a new socket with the same rou
   CHECK(id3 == id1);
   fb.answer(who3, id3, fb.last_payload);
   std::vector<ClientRecord> records;
-  auto totals = wait_done(c, records);
+  auto totals = wait_done(fb.reports, records);
   REQUIRE(records.size() == 1);
   CHECK(records[0].status == 200);
   CHECK(records[0].retries == 2);
@@ -139,7 +147,7 @@ TEST_CASE("a silent broker: the client resends on a new socket with the same rou
 
 TEST_CASE("a window of 4: four requests outstanding at once, answered in any order, each recorded once") {
   FakeBroker fb(4, 5000);  // a timeout far beyond the test: no retry
-  Actor c(fb.ctx, "client", [cfg = fb.config](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 6); });
+  Actor c(fb.ctx, "client", [cfg = fb.config, to = fb.to](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 6, to); });
   std::map<std::string, std::string> payloads;  // request id -> its echo payload
   std::string who;
   for (int i = 0; i < 4; ++i) {
@@ -162,7 +170,7 @@ TEST_CASE("a window of 4: four requests outstanding at once, answered in any ord
   fb.answer(who, "c0-0", payloads["c0-0"]);  // a repeated answer: dropped
   for (const char* id : {"c0-5", "c0-1", "c0-3", "c0-4"}) fb.answer(who, id, payloads[id]);
   std::vector<ClientRecord> records;
-  auto totals = wait_done(c, records);
+  auto totals = wait_done(fb.reports, records);
   CHECK(totals["sent"] == 6);
   CHECK(totals["answered"] == 6);
   CHECK(totals["duplicates_dropped"] == 1);
@@ -181,7 +189,7 @@ TEST_CASE("a window of 4: four requests outstanding at once, answered in any ord
 
 TEST_CASE("a silent broker and a window of 3: every outstanding request is resent on the new socket") {
   FakeBroker fb(3, 100);
-  Actor c(fb.ctx, "client", [cfg = fb.config](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 3); });
+  Actor c(fb.ctx, "client", [cfg = fb.config, to = fb.to](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 3, to); });
   std::set<std::string> first, second;
   std::string who1, who2;
   for (int i = 0; i < 3; ++i) first.insert(fb.next().second);  // ignored: a timeout later, again
@@ -197,7 +205,7 @@ TEST_CASE("a silent broker and a window of 3: every outstanding request is resen
     fb.answer(who2, id, echo);
   }
   std::vector<ClientRecord> records;
-  auto totals = wait_done(c, records);
+  auto totals = wait_done(fb.reports, records);
   REQUIRE(records.size() == 3);
   for (const auto& r : records) {
     CHECK(r.status == 200);
@@ -243,7 +251,9 @@ TEST_CASE("over tcp, a connection that comes back has the outstanding request se
     }
   };
   std::optional<zmq::socket_t> router(bind());
-  Actor cl(ctx, "client", [c](zmq::context_t& x, zmq::socket_ref p) { client(x, p, c, "c0", 1); });
+  const ReportTo report_to{"inproc://test-client-reports", 0};
+  zmq::socket_t reports = zyolo_test::report_socket(ctx, report_to.endpoint);
+  Actor cl(ctx, "client", [c, report_to](zmq::context_t& x, zmq::socket_ref p) { client(x, p, c, "c0", 1, report_to); });
   auto id_of = [](Frames f) {
     auto m = decode_client_request(std::move(f));
     REQUIRE(m.ok());
@@ -265,7 +275,7 @@ TEST_CASE("over tcp, a connection that comes back has the outstanding request se
                                      encode_app_reply(request.first, 200, "{}", zmq::message_t(request.second)));
   REQUIRE(send_frames(*router, reply));
   std::vector<ClientRecord> records;
-  auto totals = wait_done(cl, records);
+  auto totals = wait_done(reports, records);
   REQUIRE(records.size() == 1);
   CHECK(records[0].status == 200);
   CHECK(records[0].retries == 1);      // sent again once, on the connection that came back

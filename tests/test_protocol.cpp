@@ -302,6 +302,37 @@ TEST_CASE("pipe commands round-trip; an unknown one is a fault") {
   CHECK(decode_pipe(frames({"$BOGUS"})).fault() == Fault::UnknownPipeCommand);
 }
 
+TEST_CASE("client reports round-trip; a bad index or a command no client reports is a fault") {
+  const ClientRecords records = {{1, 0, 10, 200, 0, {1, 2, 3, 4}}};
+  auto d = decode_report(encode_report(255, PipeCommand::Records, args_of(records)));
+  REQUIRE(d.ok());
+  CHECK(d->client == 255);
+  CHECK(d->message.command == PipeCommand::Records);
+  auto back = decode_args<ClientRecords>(d->message);
+  REQUIRE(back.ok());
+  REQUIRE(back->size() == 1);
+  CHECK((*back)[0].stage_us[3] == 4);
+  for (auto c : {PipeCommand::Detections, PipeCommand::Done, PipeCommand::Stats})
+    CHECK(decode_report(encode_report(1, c, frames({"x"}))).ok());
+  CHECK(decode_report({}).fault() == Fault::Empty);
+  CHECK(decode_report(frames({"7"})).fault() == Fault::Empty);  // an index and no command
+  for (const char* index : {"", "x", "-1", "07", "-0", "4294967296", "1e3"}) {
+    CAPTURE(index);
+    CHECK(decode_report(frames({index, "RECORDS", ""})).fault() == Fault::BadArguments);
+  }
+  CHECK(decode_report(frames({"4294967295", "DONE", "{}"})).ok());
+  CHECK(decode_report(frames({"1", "$BOGUS"})).fault() == Fault::UnknownPipeCommand);
+  CHECK(decode_report(encode_report(1, PipeCommand::Error, frames({"died"}))).fault() == Fault::UnknownPipeCommand);
+  CHECK(decode_report(encode_report(1, PipeCommand::Term)).fault() == Fault::UnknownPipeCommand);
+  // A torn record blob decodes as a report; its arguments are refused by decode_args.
+  zmq::message_t blob = pack_records(records);
+  Frames torn;
+  torn.emplace_back(blob.data(), blob.size() - 1);
+  auto t = decode_report(encode_report(2, PipeCommand::Records, std::move(torn)));
+  REQUIRE(t.ok());
+  CHECK(decode_args<ClientRecords>(t->message).fault() == Fault::BadArguments);
+}
+
 TEST_CASE("frames_bytes adds up every frame") {
   CHECK(frames_bytes({}) == 0);
   CHECK(frames_bytes(frames({"", "abc", "de"})) == 5);

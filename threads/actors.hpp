@@ -11,6 +11,7 @@
 // them; the lines below name the struct, not its fields, so the two cannot drift apart.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -58,12 +59,23 @@ void worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, con
 void rep_worker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config,
                 const std::string& id);
 
+// Where a client reports (src/wire/pipe.hpp, "Over the report socket"): the endpoint of a PULL
+// socket its parent bound in the same context before starting it, and the index the parent knows
+// the client by, which every report carries.
+struct ReportTo {
+  std::string endpoint;
+  uint32_t index = 0;
+};
+
 // Synchronous client `id`: sends `requests` requests (or, with config.run.duration_s, as many as
-// fit), one at a time, with Lazy Pirate retries until each request's deadline. It reports each
-// finished request in RECORDS batches and ends with DONE (ClientTotals), then waits for $TERM.
-// RETIRE: end after the request in flight.
+// fit), one at a time, with Lazy Pirate retries until each request's deadline. It connects a PUSH
+// socket of its own to `report.endpoint` and reports there, not on its pipe: each finished request
+// in RECORDS batches (every 100 ms, or sooner once a batch holds 256), --save-detections lines in
+// DETECTIONS, and at the end DONE (ClientTotals); then it waits for $TERM. STATS (on the pipe):
+// it sends its records so far, then STATS (ClientTotals), both on the report socket. RETIRE: end
+// after the request in flight. Its pipe carries nothing from it but $READY (and $ERROR).
 void client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id,
-            long requests);
+            long requests, const ReportTo& report);
 
 // The controller: subscribes to the broker's DEMAND on config.control(), decides each service's
 // worker count by config.autoscale, and tells its parent SCALE (a ScaleDecision) on every

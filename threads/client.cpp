@@ -17,6 +17,14 @@
 //
 // After each wake-up it reads every answer waiting (up to a budget) before it sleeps again.
 // RETIRE (a scenario lowering the client count) ends the client once what is outstanding ended.
+//
+// What it reports goes to its supervisor on a PUSH socket of its own, connected to the one PULL
+// the supervisor bound for all its clients (src/wire/pipe.hpp, "Over the report socket"): finished
+// requests in RECORDS batches, then DONE. One socket carries both, so the records are in before
+// the DONE that ends the client. The PUSH has no high-water mark: a send never blocks and never
+// drops. What waits in it is records the supervisor keeps anyway (RecordSink holds every one for
+// the percentiles), so a supervisor busy elsewhere for a while (a broker restart, a worker stop)
+// costs memory it would spend in any case, and a client can never hang on a report at $TERM.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -45,6 +53,7 @@ using std::chrono::microseconds;
 using std::chrono::milliseconds;
 
 constexpr milliseconds kFlushEvery{100};  // how often finished requests travel to the supervisor
+constexpr std::size_t kFlushBatch = 256;  // ... or sooner, once this many are waiting
 constexpr int kDrainBudget = 256;         // answers read per wake-up before the pipe is looked at
 
 // The retransmission timeout of RFC 6298, in microseconds: srtt + 4 x rttvar between a floor and
@@ -103,9 +112,12 @@ struct Outstanding {
 class Client {
  public:
   Client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, std::string id,
-         long requests)
+         long requests, const ReportTo& report)
       : ctx_(ctx), pipe_(pipe), config_(config), id_(std::move(id)), requests_(requests),
-        window_(static_cast<std::size_t>(config.client.in_flight)), timeout_(config.client) {
+        window_(static_cast<std::size_t>(config.client.in_flight)), timeout_(config.client),
+        index_(report.index), reports_(ctx, zmq::socket_type::push) {
+    reports_.set(zmq::sockopt::sndhwm, 0);  // no limit: see the top of this file
+    reports_.connect(report.endpoint);
     // A routing id unique to this client across processes and hosts, kept over reconnects.
     std::random_device rd;
     routing_id_ = make_routing_id(id_, rd());
@@ -128,7 +140,7 @@ class Client {
     }
     if (terminated_) return;
     flush();
-    send_pipe(pipe_, PipeCommand::Done, args_of(totals()));
+    send_report(PipeCommand::Done, args_of(totals()));
     while (!terminated_) on_pipe();  // stay until the supervisor says $TERM
   }
 
@@ -291,7 +303,7 @@ class Client {
     }
     if (status == 200) ++answered_;
     records_.push_back(r);
-    if (now >= flush_at_) flush();
+    if (now >= flush_at_ || records_.size() >= kFlushBatch) flush();
   }
 
   // One line of --save-detections: the request, the image, and what the worker found in it.
@@ -306,15 +318,23 @@ class Client {
                              .dump() + "\n";
   }
 
+  // Sends the finished requests and detection lines waiting, if any, to the supervisor.
   void flush() {
-    if (!records_.empty()) send_pipe(pipe_, PipeCommand::Records, args_of(records_));
+    if (!records_.empty()) send_report(PipeCommand::Records, args_of(records_));
     records_.clear();
-    if (!detections_.lines.empty()) send_pipe(pipe_, PipeCommand::Detections, args_of(detections_));
+    if (!detections_.lines.empty()) send_report(PipeCommand::Detections, args_of(detections_));
     detections_.lines.clear();
     flush_at_ = Clock::now() + kFlushEvery;
   }
 
-  // $TERM ends the client; STATS (asked when a run is interrupted) flushes, then answers;
+  // One report to the supervisor; it never blocks (no high-water mark).
+  void send_report(PipeCommand c, Frames args) {
+    Frames frames = encode_report(index_, c, std::move(args));
+    send_frames(reports_, frames);
+  }
+
+  // $TERM ends the client; STATS (asked when a run is interrupted) flushes, then answers (both
+  // on the report socket, in that order);
   // RETIRE sends nothing new: the client says DONE once what is outstanding has ended.
   void on_pipe() {
     auto m = recv_pipe(pipe_);
@@ -322,7 +342,7 @@ class Client {
       terminated_ = true;
     } else if (m->command == PipeCommand::Stats) {
       flush();
-      send_pipe(pipe_, PipeCommand::Stats, args_of(totals()));
+      send_report(PipeCommand::Stats, args_of(totals()));
     } else if (m->command == PipeCommand::Retire) {
       retiring_ = true;
     }
@@ -348,6 +368,8 @@ class Client {
   std::unordered_map<std::string, Outstanding> outstanding_;  // by request id
   std::deque<std::string> order_;  // their ids in the order sent: the timer queue
   Timeout timeout_;
+  uint32_t index_;           // the client's index at its supervisor, in every report
+  zmq::socket_t reports_;    // PUSH -> the supervisor's PULL: RECORDS, DETECTIONS, DONE, STATS
   ClientRecords records_;
   DetectionLines detections_;  // JSON lines waiting for the next flush
   Clock::time_point flush_at_, end_;
@@ -359,8 +381,8 @@ class Client {
 }  // namespace
 
 void client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, const std::string& id,
-            long requests) {
-  Client c(ctx, pipe, config, id, requests);
+            long requests, const ReportTo& report) {
+  Client c(ctx, pipe, config, id, requests, report);
   signal_ready(pipe);
   c.run();
 }

@@ -1,4 +1,29 @@
 // The supervisor: see supervisor.hpp.
+//
+// What it polls, and why a wake-up costs the same at 8 clients or 512. Clients report on one
+// socket, not on their pipes: the supervisor binds one PULL (kReports, inproc, in its own thread)
+// before any client starts, and each client connects a PUSH of its own (in its own thread) and
+// sends there, tagged with its index, its RECORDS and DETECTIONS batches, then DONE (or, asked
+// STATS after an interruption, its records and then STATS). So the loop polls one socket for all
+// clients, plus the pipes of the workers, the controller's and the signal descriptor, and it
+// builds that poll set again only when the set changes (a worker added or gone), not on each
+// wake-up.
+//
+// Nothing is lost, and nothing is late:
+// - A client's records and its DONE travel on the same PUSH to the same PULL, and one PUSH's
+//   messages arrive in the order it sent them: when DONE is read, every record before it has
+//   been. A normal end is seen as soon as its DONE arrives, like any report.
+// - The PUSH has no high-water mark (nor the PULL): a client never blocks on a report, so it
+//   always answers $TERM, and the supervisor never has to read in time (what waits is records it
+//   keeps anyway; threads/client.cpp).
+// - After $READY a client says only one thing on its pipe: $ERROR, when its thread died (the
+//   Actor's catch, src/wire/actor.cpp). That is rare, so the client pipes are looked at without
+//   waiting on the timeline's tick (check_client_pipes, once a report interval), not on each
+//   wake-up; an errored client's end is seen within one interval. Before its $ERROR is handled,
+//   the report socket is read until empty, so what it sent before it died counts: its sends
+//   completed before its $ERROR was sent, and over inproc a completed send is in the pipe, or
+//   announced by a command in the PULL's mailbox that a non-blocking receive that finds no
+//   message processes before it says EAGAIN.
 #include "src/fleet/supervisor.hpp"
 
 #include <fmt/format.h>
@@ -7,6 +32,7 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -65,6 +91,9 @@ int64_t now_us() {
 // broker's endpoints of the run's transport).
 constexpr const char* kLinkClients = "inproc://zyolo-link-clients";
 constexpr const char* kLinkWorkers = "inproc://zyolo-link-workers";
+// Where clients report (one name per context: every supervisor has a context of its own).
+constexpr const char* kReports = "inproc://zyolo-client-reports";
+constexpr int kReportBudget = 256;  // reports read per wake-up before the rest is looked at
 
 struct WorkerSlot {
   std::unique_ptr<Actor> actor;  // null once it crashed or left
@@ -84,7 +113,11 @@ class Supervisor final : private FleetControl {
  public:
   Supervisor(const Config& config, const FleetOptions& options)
       : config_(config), options_(options), timeline_(config.autoscale.enabled && options.workers),
-        progress_(options.progress, options.announce) {}
+        progress_(options.progress, options.announce) {
+    reports_.set(zmq::sockopt::rcvhwm, 0);  // no limit: see the top of this file
+    reports_.set(zmq::sockopt::linger, 0);
+    reports_.bind(kReports);
+  }
 
   Report run() {
     report_.clients = options_.clients ? config_.run.clients : 0;
@@ -198,7 +231,14 @@ class Supervisor final : private FleetControl {
     auto actor = wait ? std::make_unique<Actor>(ctx_, "worker-" + id, body)
                       : std::make_unique<Actor>(ctx_, "worker-" + id, body, Actor::NoWait{});
     workers_.push_back({std::move(actor), id, pool, now_s()});
+    poll_stale_ = true;
     return workers_.back();
+  }
+
+  // Stops worker w's thread; its pipe leaves the poll set.
+  void drop_worker(WorkerSlot& w) {
+    w.actor.reset();
+    poll_stale_ = true;
   }
 
   void start_client(long requests, double duration_s) {
@@ -206,21 +246,11 @@ class Supervisor final : private FleetControl {
     Config cc = for_pool(pools_[i % pools_.size()]);
     cc.run.duration_s = duration_s;
     std::string id = fmt::format("c{}", i);
-    auto actor = std::make_unique<Actor>(ctx_, "client-" + id, [cc, id, requests](zmq::context_t& ctx, zmq::socket_ref p) {
-      client(ctx, p, cc, id, requests);
+    const ReportTo to{kReports, static_cast<uint32_t>(i)};
+    auto actor = std::make_unique<Actor>(ctx_, "client-" + id, [cc, id, requests, to](zmq::context_t& ctx, zmq::socket_ref p) {
+      client(ctx, p, cc, id, requests, to);
     });
     clients_.push_back({std::move(actor), id});
-  }
-
-  // Poll items for the pipes of the clients not done yet; returns their indexes in clients_.
-  std::vector<std::size_t> client_poll_items(std::vector<zmq::pollitem_t>& items) {
-    std::vector<std::size_t> index;
-    for (std::size_t i = 0; i < clients_.size(); ++i) {
-      if (clients_[i].done) continue;
-      items.push_back({clients_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
-      index.push_back(i);
-    }
-    return index;
   }
 
   // Clients still issuing requests (neither done nor retiring).
@@ -234,37 +264,47 @@ class Supervisor final : private FleetControl {
                                                   [](const ClientSlot& c) { return !c.done; }));
   }
 
-  // Polls the pipes of clients, workers and controller (and the signal descriptor) until every
-  // client is done, playing the scenario's steps on time.
+  // The loop's poll set: the report socket, the signal descriptor, the controller's pipe, then
+  // the pipes of the workers running (their indexes in workers_). Built again only when it is
+  // stale: a worker started or stopped.
+  void rebuild_poll_set() {
+    poll_items_.clear();
+    poll_workers_.clear();
+    poll_items_.push_back({reports_.handle(), 0, ZMQ_POLLIN, 0});
+    poll_items_.push_back({nullptr, signals_.fd(), ZMQ_POLLIN, 0});
+    if (controller_) poll_items_.push_back({controller_->pipe().handle(), 0, ZMQ_POLLIN, 0});
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      if (!workers_[i].actor) continue;
+      poll_items_.push_back({workers_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      poll_workers_.push_back(i);
+    }
+    poll_stale_ = false;
+  }
+
+  // Polls the report socket, the pipes of workers and controller and the signal descriptor until
+  // every client is done, playing the scenario's steps on time. See the top of this file.
   void loop() {
     const milliseconds interval(config_.run.report_interval_ms), refresh(config_.run.progress_ms);
     auto row_at = start_ + interval;
     auto progress_at = start_ + refresh;
     while ((running_clients() > 0 || !options_.clients) && !report_.interrupted) {
-      std::vector<zmq::pollitem_t> items;
-      const auto index = client_poll_items(items);
-      const std::size_t first_worker = items.size();
-      std::vector<std::size_t> worker_index;
-      for (std::size_t i = 0; i < workers_.size(); ++i) {
-        if (!workers_[i].actor) continue;
-        items.push_back({workers_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
-        worker_index.push_back(i);
-      }
-      if (controller_) items.push_back({controller_->pipe().handle(), 0, ZMQ_POLLIN, 0});
-      items.push_back({nullptr, signals_.fd(), ZMQ_POLLIN, 0});
+      if (poll_stale_) rebuild_poll_set();
       auto wake = options_.progress ? std::min(row_at, progress_at) : row_at;
       if (const auto step = player_ ? player_->next_at() : std::nullopt) wake = std::min(wake, at(*step));
-      zmq::poll(items, std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
-                                                     wake - Clock::now()) + milliseconds(1)));
-      for (std::size_t k = 0; k < index.size(); ++k)
-        if (items[k].revents & ZMQ_POLLIN) on_client(index[k]);
-      for (std::size_t k = 0; k < worker_index.size(); ++k)
-        if (items[first_worker + k].revents & ZMQ_POLLIN) on_worker(worker_index[k]);
-      if (controller_ && (items[items.size() - 2].revents & ZMQ_POLLIN)) on_controller();
-      if (items.back().revents & ZMQ_POLLIN) report_.interrupted = true;
+      zmq::poll(poll_items_, std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
+                                                           wake - Clock::now()) + milliseconds(1)));
+      // The handlers below may make the set stale (a worker gone): its items stay as they are
+      // until the next pass, and each is read at most once here.
+      if (poll_items_[0].revents & ZMQ_POLLIN) read_reports(kReportBudget);
+      if (poll_items_[1].revents & ZMQ_POLLIN) report_.interrupted = true;
+      const std::size_t first_worker = controller_ ? 3 : 2;
+      if (controller_ && (poll_items_[2].revents & ZMQ_POLLIN)) on_controller();
+      for (std::size_t k = 0; k < poll_workers_.size(); ++k)
+        if (poll_items_[first_worker + k].revents & ZMQ_POLLIN) on_worker(poll_workers_[k]);
       if (player_ && !report_.interrupted) player_->play_due(now_s(), *this, report_.events);
       const auto now = Clock::now();
       if (now >= row_at) {
+        check_client_pipes();
         add_row(now);
         row_at += interval;
       }
@@ -279,31 +319,85 @@ class Supervisor final : private FleetControl {
     add_row(Clock::now());
   }
 
-  // Handles one message from client i; marks it done when it just finished (DONE, or the STATS
-  // an interrupted client answers with, or $ERROR).
-  void on_client(std::size_t i) {
-    auto& slot = clients_[i];
-    auto m = recv_pipe(slot.actor->pipe());
-    if (!m || slot.done) return;
-    switch (m->command) {
+  // Reads up to `budget` client reports waiting on the report socket (by default, all of them:
+  // until the socket says EAGAIN), without waiting.
+  void read_reports(int budget = std::numeric_limits<int>::max()) {
+    for (int k = 0; k < budget; ++k) {
+      auto frames = recv_frames(reports_, zmq::recv_flags::dontwait);
+      if (!frames) return;
+      on_report(std::move(*frames));
+    }
+  }
+
+  // Handles one client report; marks its client done when it just finished (DONE, or the STATS
+  // an interrupted client answers with). A report that does not decode, or names no client of
+  // this supervisor, is dropped and counted.
+  void on_report(Frames frames) {
+    auto r = decode_report(std::move(frames));
+    if (!r || r->client >= clients_.size()) {
+      ++malformed_reports_;
+      return;
+    }
+    const PipeMessage& m = r->message;
+    switch (m.command) {
       case PipeCommand::Records:
-        if (auto records = decode_args<ClientRecords>(*m)) sink_.add(static_cast<uint32_t>(i), *records);
+        if (auto records = decode_args<ClientRecords>(m)) {
+          sink_.add(r->client, *records);
+        } else {
+          ++malformed_reports_;
+        }
         return;
       case PipeCommand::Detections:
-        if (auto d = decode_args<DetectionLines>(*m)) detections_out_ << d->lines;
+        if (auto d = decode_args<DetectionLines>(m)) {
+          detections_out_ << d->lines;
+        } else {
+          ++malformed_reports_;
+        }
         return;
-      case PipeCommand::Done:
-      case PipeCommand::Stats:
-        if (auto totals = decode_args<ClientTotals>(*m)) add_totals(*totals);
-        break;
-      case PipeCommand::Error:  // it will send nothing more; its request in flight is lost
-        report_.actor_errors.push_back(fmt::format("{}: {}", slot.actor->name(), error_text(*m)));
-        break;
-      default:
-        return;
+      default: {  // DONE or STATS: decode_report lets nothing else through
+        auto& slot = clients_[r->client];
+        if (slot.done) return;  // a STATS asked for as it said DONE: its totals count once
+        if (auto totals = decode_args<ClientTotals>(m)) {
+          add_totals(*totals);
+        } else {
+          ++malformed_reports_;
+        }
+        client_ended(slot);
+      }
     }
+  }
+
+  void client_ended(ClientSlot& slot) {
     slot.done = true;
     if (slot.retiring) slot.actor.reset();  // it left mid-run: its thread is not needed any more
+  }
+
+  // Looks at the pipes of the clients still running, without waiting. After $READY the only thing
+  // a client says there is $ERROR (its thread died), so this runs on the timeline's tick and as
+  // an interrupted run ends, not on every wake-up (see the top of this file).
+  void check_client_pipes() {
+    std::vector<zmq::pollitem_t> items;
+    std::vector<std::size_t> index;
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      if (clients_[i].done) continue;
+      items.push_back({clients_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      index.push_back(i);
+    }
+    if (items.empty()) return;
+    zmq::poll(items, milliseconds(0));
+    for (std::size_t k = 0; k < index.size(); ++k)
+      if (items[k].revents & ZMQ_POLLIN) on_client_pipe(index[k]);
+  }
+
+  // A message on client i's pipe: $ERROR ends it (its request in flight is lost); anything else
+  // is not a client's to say there and is ignored.
+  void on_client_pipe(std::size_t i) {
+    auto m = recv_pipe(clients_[i].actor->pipe());
+    if (!m || m->command != PipeCommand::Error) return;
+    read_reports();  // first what it reported before it died (see the top of this file)
+    auto& slot = clients_[i];
+    report_.actor_errors.push_back(fmt::format("{}: {}", slot.actor->name(), error_text(*m)));
+    if (!slot.done) client_ended(slot);
   }
 
   static std::string error_text(const PipeMessage& m) {
@@ -320,10 +414,10 @@ class Supervisor final : private FleetControl {
     if (m->command == PipeCommand::Error) {
       report_.actor_errors.push_back(fmt::format("{}: {}", w.actor->name(), error_text(*m)));
       record_worker(w, std::nullopt);
-      w.actor.reset();
+      drop_worker(w);
     } else if (m->command == PipeCommand::Done) {
       record_worker(w, stats_of<WorkerStats>(std::move(*m)));
-      w.actor.reset();
+      drop_worker(w);
     }
   }
 
@@ -496,7 +590,7 @@ class Supervisor final : private FleetControl {
       s = ask_stats<WorkerStats>(*w.actor, milliseconds(10'000));
     }
     record_worker(w, s, how == PipeCommand::Crash);
-    w.actor.reset();
+    drop_worker(w);
   }
 
   // A worker's line in the report, as it stops.
@@ -525,6 +619,9 @@ class Supervisor final : private FleetControl {
   void stop_actors() {
     collect_unfinished_clients();
     clients_.clear();
+    if (malformed_reports_ > 0)  // our own bug: it makes the run unclean
+      report_.actor_errors.push_back(
+          fmt::format("supervisor: {} malformed client reports dropped", malformed_reports_));
     if (controller_) {  // first: it must not resize the fleet while it stops
       report_.autoscale.controller = ask_stats<ControllerStats>(*controller_, milliseconds(2000));
       controller_.reset();
@@ -547,18 +644,20 @@ class Supervisor final : private FleetControl {
     }
   }
 
-  // After an interruption: asks every client still running for STATS (it flushes its records
-  // first) and handles what comes back like any client message, for up to 2 s.
+  // After an interruption: asks every client still running for STATS (it sends its records
+  // first, on the report socket too) and handles what comes back like any report, for up to 2 s.
+  // A client that died meanwhile says $ERROR on its pipe instead. Any report still waiting (a
+  // normal end left none) is read first.
   void collect_unfinished_clients() {
+    read_reports();
     for (auto& c : clients_)
       if (!c.done) (void)send_pipe(c.actor->pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait);
     const auto deadline = Clock::now() + milliseconds(2000);
     while (running_clients() > 0 && Clock::now() < deadline) {
-      std::vector<zmq::pollitem_t> items;
-      const auto index = client_poll_items(items);
-      zmq::poll(items, milliseconds(100));
-      for (std::size_t k = 0; k < index.size(); ++k)
-        if (items[k].revents & ZMQ_POLLIN) on_client(index[k]);
+      zmq::pollitem_t item{reports_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, milliseconds(100));
+      read_reports();
+      check_client_pipes();
     }
   }
 
@@ -570,6 +669,11 @@ class Supervisor final : private FleetControl {
   ProgressLine progress_;
   SignalFd signals_;  // before the context: ZeroMQ's own threads inherit the mask too
   zmq::context_t ctx_ = make_context();
+  zmq::socket_t reports_{ctx_, zmq::socket_type::pull};  // every client's reports; bound at once
+  std::vector<zmq::pollitem_t> poll_items_;  // the loop's poll set (rebuild_poll_set)
+  std::vector<std::size_t> poll_workers_;    // the workers of its items, by index in workers_
+  bool poll_stale_ = true;
+  long malformed_reports_ = 0;
   std::unique_ptr<Actor> link_, zap_, broker_, controller_;
   std::vector<WorkerSlot> workers_;
   std::vector<ClientSlot> clients_;

@@ -209,6 +209,32 @@ Decoded<ClientRecords> decode_args<ClientRecords>(const PipeMessage& m) {
   return std::move(*records);
 }
 
+Frames encode_report(uint32_t client, PipeCommand c, Frames args) {
+  Frames f;
+  f.push_back(frame(std::to_string(client)));
+  return concat(std::move(f), encode_pipe(c, std::move(args)));
+}
+
+Decoded<ClientReport> decode_report(Frames frames) {
+  if (frames.empty()) return Fault::Empty;
+  // The index as encode_report writes it, and nothing else ("07" and "-0" are refused).
+  const auto text = frames[0].to_string_view();
+  const auto client = whole_number(text, 0, std::numeric_limits<uint32_t>::max());
+  if (!client || std::to_string(*client) != text) return Fault::BadArguments;
+  frames.erase(frames.begin());
+  auto m = decode_pipe(std::move(frames));
+  if (!m) return m.fault();
+  switch (m->command) {
+    case PipeCommand::Records:
+    case PipeCommand::Detections:
+    case PipeCommand::Done:
+    case PipeCommand::Stats:
+      return ClientReport{static_cast<uint32_t>(*client), std::move(*m)};
+    default:
+      return Fault::UnknownPipeCommand;
+  }
+}
+
 Frames args_of(const DetectionLines& d) { return text_frames({d.lines}); }
 
 template <>

@@ -1,17 +1,18 @@
-// The pipe commands: what a parent and its actor say over their inproc PAIR pipe, and the control
+// The pipe commands: what a parent and its actor say over their inproc PAIR pipe, what a client
+// reports to the supervisor over the one report socket all clients share, and the control
 // traffic the broker publishes. Each command's arguments are encoded and decoded here and in
 // src/wire/stats.hpp (the counters), typed, so no other file reads a frame of them.
 //
 //   [command] [argument ...]       the command is its name as text, e.g. "STATS"
 //
+// Over a pipe:
 //   $READY                          actor -> parent: started, sockets bound or connected
 //   $ERROR   [message]              actor -> parent: it could not start, or died
 //   $TERM                           parent -> actor: close your sockets and return
 //   STATS                           parent -> actor: report
-//   STATS    [JSON] [...]           actor -> parent: its counters (src/wire/stats.hpp)
-//   RECORDS  [ClientRecord ...]     client -> parent: finished requests, packed
-//   DONE     [JSON]                 client or retiring worker -> parent: its last counters
-//   DETECTIONS [JSON lines]         client -> parent: detections of answered requests
+//   STATS    [JSON] [...]           actor -> parent: its counters (src/wire/stats.hpp); a client
+//                                   answers on the report socket instead (below)
+//   DONE     [JSON]                 retiring worker -> parent: its last counters
 //   CRASH                           parent -> worker: exit in the next request, no DISCONNECT
 //   FREEZE   [milliseconds]         parent -> worker: hang inside the next request that long
 //   RETIRE                          parent -> client: end after the request in flight;
@@ -19,8 +20,19 @@
 //   RULE     [nodes] [mode] [value] [milliseconds]
 //                                   parent -> link: partition, drop (value: the fraction) or
 //                                   delay (value: ms) the nodes' traffic for that long
-//   DEMAND   [JSON]                 broker -> controllers (PUB): demand per service
 //   SCALE    [JSON]                 controller -> parent: one evaluation of one service
+//
+// Over the report socket (each client's PUSH -> the supervisor's one PULL, inproc), a client
+// report: the client's index at its supervisor, then one of these commands:
+//   [index] RECORDS    [ClientRecord ...]  finished requests, packed
+//   [index] DETECTIONS [JSON lines]        detections of answered requests
+//   [index] DONE       [JSON]              the client's last counters (ClientTotals): it ended
+//   [index] STATS      [JSON]              its counters, when its parent asked STATS (ClientTotals)
+// One client's reports arrive in the order it sent them, so its records are all in before its
+// DONE (or STATS).
+//
+// Over the broker's PUB socket:
+//   DEMAND   [JSON]                 broker -> controllers: demand per service
 //
 // Numbers travel as decimal text; a decoder refuses what is not one, or is out of range.
 #pragma once
@@ -111,7 +123,7 @@ Frames args_of(const LinkRule& r);
 template <> Decoded<LinkRule> decode_args<LinkRule>(const PipeMessage& m);
 
 // One finished request, as a client reports it to the supervisor (RECORDS packs them as they are
-// in memory: the pipe never leaves the process).
+// in memory: the report socket is inproc and never leaves the process).
 struct ClientRecord {
   int64_t end_us;       // steady-clock time the request ended, microseconds
   uint32_t seq;         // the request's number at its client (request id "<client>-<seq>")
@@ -136,5 +148,18 @@ template <> Decoded<DetectionLines> decode_args<DetectionLines>(const PipeMessag
 // the tests use these directly).
 zmq::message_t pack_records(const ClientRecords& records);
 std::optional<ClientRecords> unpack_records(const zmq::message_t& blob);
+
+// --- client reports (the report socket) ----------------------------------------------------------
+
+// One message on the report socket: which client says it, and what.
+struct ClientReport {
+  uint32_t client = 0;  // the client's index at its supervisor
+  PipeMessage message;  // RECORDS, DETECTIONS, DONE or STATS; the arguments as on a pipe
+};
+// The frames of a client report, and back. decode_report refuses an index that is not a number,
+// an unknown command, or a command a client does not report (Fault::UnknownPipeCommand); the
+// arguments are decode_args' to check.
+Frames encode_report(uint32_t client, PipeCommand c, Frames args = {});
+Decoded<ClientReport> decode_report(Frames frames);
 
 }  // namespace zyolo
