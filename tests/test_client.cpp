@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 #include <zmq_addon.hpp>
 
 #include "src/wire/actor.hpp"
@@ -143,6 +144,41 @@ TEST_CASE("a silent broker: the client resends on a new socket with the same rou
   CHECK(records[0].status == 200);
   CHECK(records[0].retries == 2);
   CHECK(totals["reconnects"] == 2);
+}
+
+// The adaptive timeout learns a slow service and still catches a real loss: answers that take
+// 300 ms (against a 2 s starting timeout) cause no retry, and a request the broker then drops is
+// sent again after about the learnt time (srtt + 4 x variation, ~0.4 s), well before the 2 s a
+// fixed timeout would wait.
+TEST_CASE("adaptive timeout: a slow service is not retried, a lost request is, within the learnt bound") {
+  FakeBroker fb(1, 2000);
+  fb.config.client.deadline_ms = 20000;
+  REQUIRE(fb.config.client.adaptive_timeout);
+  Actor c(fb.ctx, "client", [cfg = fb.config, to = fb.to](zmq::context_t& x, zmq::socket_ref p) { client(x, p, cfg, "c0", 8, to); });
+  for (int i = 0; i < 6; ++i) {
+    auto [who, id] = fb.next();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the service time, not a wait for the client
+    fb.answer(who, id, fb.last_payload);
+  }
+  auto [who, lost] = fb.next();  // dropped, as a broker that lost it would
+  const auto dropped_at = std::chrono::steady_clock::now();
+  auto [again, resent] = fb.next();
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - dropped_at).count();
+  CHECK(resent == lost);
+  CHECK(waited >= 0.3);  // not before the service time it learnt: a retry means a loss
+  CHECK(waited < 1.5);   // ... and well before the fixed 2 s
+  fb.answer(again, resent, fb.last_payload);
+  auto [who8, id8] = fb.next();
+  fb.answer(who8, id8, fb.last_payload);
+  std::vector<ClientRecord> records;
+  auto totals = wait_done(fb.reports, records);
+  REQUIRE(records.size() == 8);
+  int retried = 0;
+  for (const auto& r : records) {
+    CHECK(r.status == 200);
+    retried += r.retries;
+  }
+  CHECK(retried == 1);  // the lost one, once
 }
 
 TEST_CASE("a window of 4: four requests outstanding at once, answered in any order, each recorded once") {
