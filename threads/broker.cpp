@@ -218,7 +218,7 @@ class Broker {
     frontend_endpoint_ = frontend_.get(zmq::sockopt::last_endpoint);
     backend_endpoint_ = backend_.get(zmq::sockopt::last_endpoint);
     control_endpoint_ = control_.get(zmq::sockopt::last_endpoint);
-    pending_.reserve(2 * max_queue_);
+    pending_.reserve(std::min<std::size_t>(2 * max_queue_, 1 << 16));  // grows past that if it must
   }
 
   // Unbinds at once (closing alone is asynchronous), so a restarted broker can bind again.
@@ -578,7 +578,8 @@ void on_pipe() {
       requeue(service, *r);
     }
     w.held.clear();
-    worker_slots_.erase(worker_slots_.find(w.address.to_string_view()));
+    if (auto it = worker_slots_.find(w.address.to_string_view()); it != worker_slots_.end())
+      worker_slots_.erase(it);
     w.address = zmq::message_t();
     w.epoch = 0;
     free_workers_.push_back(slot);
