@@ -148,8 +148,8 @@ TEST_CASE("a silent broker: the client resends on a new socket with the same rou
 
 // The adaptive timeout learns a slow service and still catches a real loss: answers that take
 // 300 ms (against a 2 s starting timeout) cause no retry, and a request the broker then drops is
-// sent again after about the learnt time (srtt + 4 x variation, ~0.4 s), well before the 2 s a
-// fixed timeout would wait.
+// sent again after about the learnt time (srtt + 4 x variation, at least 2 x srtt: ~0.6 s), well
+// before the 2 s a fixed timeout would wait.
 TEST_CASE("adaptive timeout: a slow service is not retried, a lost request is, within the learnt bound") {
   FakeBroker fb(1, 2000);
   fb.config.client.deadline_ms = 20000;

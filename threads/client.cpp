@@ -83,7 +83,12 @@ class Timeout {
       rttvar_ = 0.75 * rttvar_ + 0.25 * std::abs(srtt_ - r_us);
       srtt_ = 0.875 * srtt_ + 0.125 * r_us;
     }
-    rto_ = std::clamp(srtt_ + 4 * rttvar_, floor_, ceiling_);
+    // Never under twice the smoothed round trip: once answers come steadily the variation
+    // decays and srtt + 4 x rttvar closes in on srtt, so an answer only a little slower than
+    // usual (one slower inference, a queue one request longer) would be retried. TCP has its
+    // 1 s minimum for that (RFC 6298, 2.4); round trips here go from 0.1 ms to seconds, so the
+    // margin is relative. A real loss is still caught within two round trips.
+    rto_ = std::clamp(std::max(srtt_ + 4 * rttvar_, 2 * srtt_), floor_, ceiling_);
   }
 
   // A timeout: doubled, up to client.timeout_ms (never below what the estimate already says).
