@@ -70,12 +70,6 @@ bool send_frames(zmq::socket_ref socket, Frames& frames, zmq::send_flags flags) 
   return zmq::send_multipart(socket, frames, flags).has_value();
 }
 
-std::optional<Frames> recv_frames(zmq::socket_ref socket, zmq::recv_flags flags) {
-  Frames frames;
-  if (!zmq::recv_multipart(socket, std::back_inserter(frames), flags)) return std::nullopt;
-  taking_over(frames);
-  return frames;
-}
 
 bool recv_frames_into(zmq::socket_ref socket, Frames& frames, zmq::recv_flags flags) {
   frames.clear();
@@ -105,6 +99,12 @@ bool send_parts(zmq::socket_ref socket, std::span<zmq::message_t> head,
     }
   }
   return true;
+}
+
+std::optional<Frames> recv_frames(zmq::socket_ref socket, zmq::recv_flags flags) {
+  Frames frames;
+  if (!recv_frames_into(socket, frames, flags)) return std::nullopt;
+  return frames;
 }
 
 std::size_t frames_bytes(const Frames& frames) {
