@@ -1,4 +1,5 @@
-// libFuzzer target for the codec (src/wire/: protocol, pipe, stats, zap, monitor events): every
+// libFuzzer target for the codec (src/wire/: protocol, pipe, stats, zap, monitor events, and the
+// metrics endpoint's HTTP request parser): every
 // decoder on every input, and every message a decoder accepts must encode back to exactly the
 // frames it came from (typed pipe arguments and stats, whose text a sender may write in more than
 // one way: encoding what was decoded, then decoding and encoding that again, gives the same
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "src/wire/http.hpp"
 #include "src/wire/monitor.hpp"
 #include "src/wire/pipe.hpp"
 #include "src/wire/protocol.hpp"
@@ -135,6 +137,23 @@ void all_typed(const PipeMessage& m) {
   typed<ZapStats>(m, "ZapStats is not stable");
   typed<Demand>(m, "Demand is not stable");
   typed<ScaleDecision>(m, "ScaleDecision is not stable");
+  typed<Exposed>(m, "Exposed is not stable");
+  typed<MetricsServerStats>(m, "MetricsServerStats is not stable");
+}
+
+// The metrics endpoint's request parser on one frame's bytes: what it accepts lies within them.
+void http(const zmq::message_t& frame) {
+  const std::string_view bytes = frame.to_string_view();
+  for (const std::size_t cap : {std::size_t{64}, std::size_t{8192}}) {
+    const HttpParsed p = parse_http_request(bytes, cap);
+    if (p.status == HttpParse::Complete) {
+      check(p.request.length >= 4 && p.request.length <= bytes.size() && p.request.length <= cap, "http: length");
+      check(!p.request.method.empty() && p.request.path.starts_with('/'), "http: method or path");
+      check(bytes.substr(p.request.length - 4, 4) == "\r\n\r\n", "http: the head's end");
+    }
+    if (p.status == HttpParse::TooLarge) check(bytes.size() >= cap, "http: too large below the cap");
+    if (p.status == HttpParse::Malformed) check(!p.why.empty(), "http: malformed says why");
+  }
 }
 
 void write_seeds(const char* dir) {
@@ -164,14 +183,25 @@ void write_seeds(const char* dir) {
   // The typed pipe arguments and stats, as the actors send them.
   BrokerStats broker;
   broker.requests = 5;
-  broker.services["yolo"] = {2, 1};
+  broker.services["yolo"].workers = 2;
+  broker.services["yolo"].queue = 1;
+  broker.services["yolo"].replies["200"] = 4;
+  broker.services["yolo"].queue_wait = Histogram({0.001, 0.01});
+  broker.services["yolo"].queue_wait.observe(0.005);
   broker.faults["empty message"] = 1;
   broker.queue_waits_us = {10, 20};
   seeds.push_back(encode_pipe(PipeCommand::Stats, args_of(broker)));
   BrokerStats proxy;
   proxy.proxy = ProxyTraffic{};
   seeds.push_back(encode_pipe(PipeCommand::Stats, args_of(proxy)));
-  seeds.push_back(encode_pipe(PipeCommand::Done, args_of(WorkerStats{"w1", "echo", 3, 0, 0, 1, 0, 0, 0})));
+  seeds.push_back(encode_pipe(PipeCommand::Done, args_of(WorkerStats{"w1", "echo", 3, 0, 0, 1, 0, 0, 0, true, {}})));
+  WorkerStats yolo{"w2", "yolo", 1, 0, 0, 0, 0, 0, 0, false, std::vector<Histogram>(4, Histogram({0.01, 0.1}))};
+  yolo.stages[2].observe(0.05);
+  seeds.push_back(encode_pipe(PipeCommand::Stats, args_of(yolo)));
+  seeds.push_back(encode_pipe(PipeCommand::Expose, args_of(Exposed{"# TYPE x counter\nx 1\n", "", "starting"})));
+  seeds.push_back(encode_pipe(PipeCommand::Stats, args_of(MetricsServerStats{1, 2, {{"200", 3}}, {{"idle", 1}}})));
+  seeds.push_back(text_frames({"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"}));
+  seeds.push_back(text_frames({"HEAD /readyz?x=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.1\r\n\r\n"}));
   seeds.push_back(encode_pipe(PipeCommand::Done, args_of(ClientTotals{"c0", "echo", 4, 4, 0, 0, 0, 0, 1})));
   seeds.push_back(encode_pipe(PipeCommand::Stats, args_of(ControllerStats{1, 2, 3, 0})));
   seeds.push_back(encode_pipe(PipeCommand::Stats, args_of(LinkStats{1, 2, 3, 4, 5, 6})));
@@ -245,6 +275,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
           "app reply does not round-trip");
   }
   if (!peeked.empty()) check(in.at(0).to_string_view() == peeked, "peek_request_id invented an id");
+  for (const auto& f : in) http(f);
   if (auto p = decode_pipe(copy(in))) {
     all_typed(*p);
     check(same(encode_pipe(p->command, std::move(p->args)), in), "pipe command does not round-trip");

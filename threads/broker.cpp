@@ -186,12 +186,22 @@ struct DemandMeter {
   }
 };
 
+// A service's counters for STATS (and the metrics): cumulative since the broker started.
+struct ServiceCounters {
+  long requests = 0, rejected = 0;
+  long replies[5] = {};  // by status: 200, 400, 500, 503, 504 and other (kReplyStatus)
+  long other = 0;
+  Histogram queue_wait;  // seconds
+};
+constexpr std::string_view kReplyStatus[] = {"200", "400", "500", "503", "504"};
+
 struct Service {
   std::string name;
   Ring<RequestSlot> requests;
   Ring<Token> ready;  // the workers' credit, least recently used first
   int workers = 0;
   DemandMeter demand;
+  ServiceCounters n;
 };
 
 class Broker {
@@ -207,7 +217,8 @@ class Broker {
         max_bytes_(static_cast<std::size_t>(config.broker.max_message_bytes)),
         credit_(config.broker.worker_credit),
         demand_interval_(config.autoscale.interval_ms),
-        client_window_(config.autoscale.client_window_ms) {
+        client_window_(config.autoscale.client_window_ms),
+        bounds_(config.metrics.bounds) {
     for (auto* s : {&frontend_, &backend_, &control_}) apply_socket_options(*s, config, Side::Binds);
     for (auto* s : {&frontend_, &backend_})
       s->set(zmq::sockopt::router_mandatory, true);  // a vanished peer is an error we count
@@ -293,6 +304,7 @@ void on_pipe() {
     if (it == services_.end()) {
       it = services_.emplace(std::string(name), Service{}).first;
       it->second.name = it->first;
+      it->second.n.queue_wait = Histogram(bounds_);
     }
     return it->second;
   }
@@ -313,6 +325,7 @@ void on_pipe() {
     service.demand.saw(m->sender->to_string_view(), now);  // rejected or not, it is demand
     if (service.requests.size() >= max_queue_) {
       ++n_.rejected_busy;
+      ++service.n.rejected;
       auto body = encode_app_reply(id.empty() ? "-" : id, 503, R"({"error":"queue full"})");
       return to_client(*m->sender, service.name, body);
     }
@@ -327,6 +340,7 @@ void on_pipe() {
     if (!r.key.empty()) pending_.insert(std::string_view(r.key));
     service.demand.change(+1, now);
     ++service.demand.arrivals;
+    ++service.n.requests;
     service.requests.push_back(slot);
     dispatch(service);
   }
@@ -425,6 +439,7 @@ void on_pipe() {
     w.held.erase(w.held.begin() + static_cast<std::ptrdiff_t>(i));
     release(answered);
     ++n_.replies;
+    count_reply(service.n, peek_reply_status(m.body));
     to_client(*m.client, service.name, m.body);
     if (w.leaving) {  // it served what crossed its DISCONNECT
       ++n_.crossed_disconnect;
@@ -542,7 +557,9 @@ void on_pipe() {
       const auto now = Clock::now();
       waits_us_.push_back(static_cast<uint32_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(now - r.queued_at).count()));
-      service.demand.wait_s += std::chrono::duration<double>(now - r.queued_at).count();
+      const double wait_s = std::chrono::duration<double>(now - r.queued_at).count();
+      service.demand.wait_s += wait_s;
+      service.n.queue_wait.observe(wait_s);
       ++service.demand.waits;
       r.dispatched_at = now;
       w.held.push_back(slot);
@@ -649,6 +666,12 @@ void on_pipe() {
 
   void count(Fault f) { ++faults_[static_cast<int>(f)]; }
 
+  static void count_reply(ServiceCounters& n, std::string_view status) {
+    for (std::size_t i = 0; i < std::size(kReplyStatus); ++i)
+      if (status == kReplyStatus[i]) return void(++n.replies[i]);
+    ++n.other;
+  }
+
   // The counters kept as they happen, with the gauges and the malformed messages by kind.
   BrokerStats stats() const {
     BrokerStats s = n_;
@@ -657,10 +680,23 @@ void on_pipe() {
       s.idle += workers_[slot].held.empty();
       s.held += static_cast<long>(workers_[slot].held.size());
     }
+    const auto now = Clock::now();
     for (const auto& [name, service] : services_) {
       s.queue += static_cast<long>(service.requests.size());
-      s.services[name] = {service.workers, static_cast<long>(service.requests.size())};
+      ServiceCount& c = s.services[name];
+      c.workers = service.workers;
+      c.queue = static_cast<long>(service.requests.size());
+      c.clients = std::count_if(service.demand.clients.begin(), service.demand.clients.end(),
+                                [&](const auto& client) { return now - client.second <= client_window_; });
+      c.requests = service.n.requests;
+      c.rejected = service.n.rejected;
+      for (std::size_t i = 0; i < std::size(kReplyStatus); ++i)
+        if (service.n.replies[i]) c.replies[std::string(kReplyStatus[i])] = service.n.replies[i];
+      if (service.n.other) c.replies["other"] = service.n.other;
+      c.queue_wait = service.n.queue_wait;
     }
+    for (const auto& [id, slot] : worker_slots_)
+      if (!workers_[slot].held.empty()) ++s.services[workers_[slot].service->name].busy;
     for (int i = 0; i < kFaultCount; ++i) {
       s.malformed += faults_[i];
       if (faults_[i]) s.faults[std::string(fault_name(static_cast<Fault>(i)))] = faults_[i];
@@ -680,6 +716,7 @@ void on_pipe() {
   int credit_;             // broker.worker_credit: requests a worker may hold at once
   long epochs_ = 0;        // workers registered so far
   milliseconds demand_interval_, client_window_;
+  std::vector<double> bounds_;  // metrics.bounds: each service's queue-wait histogram
   Clock::time_point heartbeat_at_, demand_at_, demand_from_;
   bool terminated_ = false;
   // The hot path allocates nothing once these have grown to the most they held: every message is

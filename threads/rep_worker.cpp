@@ -71,6 +71,7 @@ class RepWorker : public WorkerCore {
     socket_.emplace(ctx_, zmq::socket_type::rep);  // closes the old one first
     apply_socket_options(*socket_, config_, Side::Connects);
     socket_->connect(config_.backend());
+    n_.registered = true;  // no handshake: connected is all a REP worker can be
     heard_at_ = Clock::now();
   }
 

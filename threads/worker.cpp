@@ -118,6 +118,7 @@ class Worker : public WorkerCore {
 
   void lost_broker() {
     if (!leaving_) ++n_.reconnects;
+    n_.registered = false;
     watch_.reset();
     socket_.reset();  // closes it: anything queued for the old broker is gone, as it should be
   }
@@ -152,6 +153,7 @@ class Worker : public WorkerCore {
       ++n_.malformed;
       return;
     }
+    if (m->command != Command::Disconnect) n_.registered = true;  // a broker knows it
     switch (m->command) {
       case Command::Request:
         return on_request(m.value());

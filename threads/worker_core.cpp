@@ -13,8 +13,10 @@ WorkerCore::WorkerCore(zmq::socket_ref pipe, const Config& config, std::string i
     : pipe_(pipe), config_(config), id_(std::move(id)) {
   n_.id = id_;
   n_.service = config.run.service;
-  if (config.worker.model != "none")  // load first: connecting must mean ready to serve
+  if (config.worker.model != "none") {  // load first: connecting must mean ready to serve
     detector_.emplace(detector_options(config, config.worker.model));
+    n_.stages.assign(4, Histogram(config.metrics.stage_bounds));  // decode, pre, inference, post
+  }
 }
 
 WorkerCore::milliseconds WorkerCore::until(Clock::time_point t) {
@@ -101,6 +103,8 @@ Frames WorkerCore::detect(AppRequest& request) {
   try {
     const auto detections = detector_->detect(image, &times);
     ++n_.served;
+    for (std::size_t i = 0; const double ms : {times.decode_ms, times.pre_ms, times.infer_ms, times.post_ms})
+      n_.stages[i++].observe(ms / 1000);
     AppResult result = AppResult::from(id_, config_.run.service);
     result.width = image.cols;
     result.height = image.rows;

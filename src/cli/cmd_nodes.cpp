@@ -75,7 +75,7 @@ void settle_node(Config& config, CurveRole role) {
 
 void add_common_flags(CLI::App& cmd, NodeFlags& f) {
   add_config_flag(cmd, f.config_files);
-  f.settings.add(cmd, {"curve.key"});
+  f.settings.add(cmd, {"curve.key", "metrics.listen"});
   cmd.add_flag("--quiet", f.quiet, "No progress line, no 'ready' line");
 }
 

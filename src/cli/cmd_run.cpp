@@ -82,7 +82,7 @@ Subcommand add_run_command(CLI::App& root) {
                         "autoscale.enabled", "autoscale.min_workers", "autoscale.max_workers",
                         ZYOLO_DETECTOR_KEYS, "worker.service_ms", "client.images",
                         "client.save_detections", "broker.worker_credit", "run.transport", "run.broker",
-                        "run.time_scale"});
+                        "run.time_scale", "metrics.listen"});
   add_config_flag(*run, f.config_files);
   run->add_option("--report", f.report_file, "Write the report as JSON to this file");
   run->add_option("--scenario", f.scenario,

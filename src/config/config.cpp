@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
+
 #include <toml++/toml.h>
 #include <vector>
 
@@ -155,6 +157,48 @@ void validate_worker(const Config& config) {
     throw ConfigError("worker.reconnect_max_ms must be >= worker.reconnect_initial_ms");
 }
 
+namespace {
+
+// Comma-separated bounds in seconds, positive and ascending: "0.001,0.01,0.1".
+std::vector<double> parse_bounds(const std::string& text, const char* key) {
+  std::vector<double> bounds;
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    std::string item(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    std::erase_if(item, [](char c) { return c == ' '; });
+    double v = 0;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || !(v > 0) || v > 1e6)
+      throw ConfigError(fmt::format("{}: '{}' is not a bound in seconds (a number > 0)", key, item));
+    if (!bounds.empty() && v <= bounds.back())
+      throw ConfigError(fmt::format("{}: bounds must be ascending ({} after {})", key, v, bounds.back()));
+    bounds.push_back(v);
+  }
+  if (bounds.empty() || bounds.size() > 40)
+    throw ConfigError(fmt::format("{}: give 1 to 40 bounds, comma-separated", key));
+  return bounds;
+}
+
+// [metrics]: listen is HOST:PORT, with a port of 1..65535; the bounds parse.
+void validate_metrics(MetricsConfig& m) {
+  m.bounds = parse_bounds(m.buckets, "metrics.buckets");
+  m.stage_bounds = parse_bounds(m.stage_buckets, "metrics.stage_buckets");
+  if (m.listen.empty()) return;
+  const auto colon = m.listen.rfind(':');
+  const std::string_view port = colon == std::string::npos ? std::string_view() : std::string_view(m.listen).substr(colon + 1);
+  int p = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+  if (colon == 0 || colon == std::string::npos || ec != std::errc() || end != port.data() + port.size() ||
+      p < 1 || p > 65535 || m.listen.find("://") != std::string::npos)
+    throw ConfigError(fmt::format(
+        "metrics.listen (--metrics) '{}': give HOST:PORT, e.g. 127.0.0.1:9464 or *:9464 (port 1..65535)",
+        m.listen));
+}
+
+}  // namespace
+
 void validate(Config& config) {
   if (config.run.transport.empty()) config.run.transport = ZYOLO_DEFAULT_TRANSPORT;
   // Each key's own range or choices (a Config may have been changed after it was loaded).
@@ -205,6 +249,7 @@ void validate(Config& config) {
         "autoscale.min_workers (--min-workers, {}) must not exceed autoscale.max_workers "
         "(--max-workers, {})",
         config.autoscale.min_workers, config.autoscale.max_workers));
+  validate_metrics(config.metrics);
 }
 
 }  // namespace zyolo

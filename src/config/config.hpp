@@ -102,6 +102,22 @@ struct ClientConfig {
   std::string save_detections;  // a JSON Lines file for every answered request's detections
 };
 
+// [metrics]: the live Prometheus endpoint of a process (threads/metrics.cpp, src/fleet/metrics.hpp).
+struct MetricsConfig {
+  std::string listen;  // --metrics HOST:PORT; "" is off
+  int refresh_ms = 0;  // the supervisor sends the metrics actor fresh values this often
+  int linger_ms = 0;   // after the run ends, keep serving its last values this long
+  // Histogram bounds in seconds, comma-separated, ascending: the queue wait and the clients'
+  // request duration (`buckets`), and the workers' inference stages (`stage_buckets`).
+  std::string buckets, stage_buckets;
+  int max_header_bytes = 0;  // a request whose head is longer is answered 431 and closed
+  int idle_timeout_ms = 0;   // a connection that sends no whole request this long is closed
+  int max_connections = 0;   // more at once are closed as they come
+  // Filled in by validate(): the bounds, parsed; the endpoint to bind (tcp://HOST:PORT).
+  std::vector<double> bounds, stage_bounds;
+  std::string endpoint() const { return listen.empty() ? "" : "tcp://" + listen; }
+};
+
 // One pool of workers: its service name, its model and how many workers.
 struct PoolConfig {
   std::string service;
@@ -118,6 +134,7 @@ struct Config {
   AutoscaleConfig autoscale;
   SocketConfig sockets;
   CurveConfig curve;
+  MetricsConfig metrics;
   // [[pools]]: several worker pools in one fleet. Empty: one pool of run.workers workers serving
   // run.service with worker.model. Clients spread over the pools' services round-robin.
   std::vector<PoolConfig> pools;

@@ -119,6 +119,16 @@ const std::array kSettings = {
           "With --curve: the broker's public key (its NAME.pub)"},
   Setting{"curve.allow", FIELD(curve.allow), 0, 0, {}, false, "--allow", "DIR",
           "With --curve: a folder of the public keys (*.pub) of the clients and workers let in"},
+  Setting{"metrics.listen", FIELD(metrics.listen), 0, 0, {}, false, "--metrics", "HOST:PORT",
+          "Serve Prometheus metrics (/metrics), /healthz and /readyz over HTTP here, e.g. "
+          "127.0.0.1:9464 (tcp; * for every interface)"},
+  Setting{"metrics.refresh_ms", FIELD(metrics.refresh_ms), 10, 60'000},
+  Setting{"metrics.linger_ms", FIELD(metrics.linger_ms), 0, kHour},
+  Setting{"metrics.buckets", FIELD(metrics.buckets)},
+  Setting{"metrics.stage_buckets", FIELD(metrics.stage_buckets)},
+  Setting{"metrics.max_header_bytes", FIELD(metrics.max_header_bytes), 256, 1 << 20},
+  Setting{"metrics.idle_timeout_ms", FIELD(metrics.idle_timeout_ms), 10, kHour},
+  Setting{"metrics.max_connections", FIELD(metrics.max_connections), 1, 100'000},
 };
 // clang-format on
 #undef FIELD

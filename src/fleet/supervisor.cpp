@@ -38,6 +38,7 @@
 #include <optional>
 #include <thread>
 
+#include "src/fleet/metrics.hpp"
 #include "src/fleet/player.hpp"
 #include "src/fleet/signals.hpp"
 #include "src/fleet/timeline.hpp"
@@ -101,6 +102,8 @@ struct WorkerSlot {
   PoolConfig pool;
   double started_s = 0;
   bool retiring = false;  // RETIRE sent: it leaves once it holds nothing, and says DONE
+  bool stats_pending = false;  // asked STATS for the metrics; the answer has not come yet
+  bool registered = false;     // as its last STATS said
 };
 
 struct ClientSlot {
@@ -114,6 +117,8 @@ class Supervisor final : private FleetControl {
   Supervisor(const Config& config, const FleetOptions& options)
       : config_(config), options_(options), timeline_(config.autoscale.enabled && options.workers),
         progress_(options.progress, options.announce) {
+    if (!config.metrics.listen.empty())
+      metrics_.emplace(config, options.broker, options.workers, options.clients);
     reports_.set(zmq::sockopt::rcvhwm, 0);  // no limit: see the top of this file
     reports_.set(zmq::sockopt::linger, 0);
     reports_.bind(kReports);
@@ -144,10 +149,12 @@ class Supervisor final : private FleetControl {
     }
     start_ = Clock::now();
     start_us_ = now_us();
+    start_metrics();
     start_actors();
     if (options_.on_started) options_.on_started();
     loop();
     stop_actors();
+    linger();
     sink_.finish(report_, start_us_, config_.run.report_interval_ms);
     return report_;
   }
@@ -157,6 +164,78 @@ class Supervisor final : private FleetControl {
   double now_s() const { return seconds(Clock::now()); }
   Clock::time_point at(double s) const {
     return start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  }
+
+  // The metrics endpoint first, so that a port already taken fails the run before anything starts.
+  void start_metrics() {
+    if (!metrics_) return;
+    const Config c = config_;
+    metrics_actor_ = std::make_unique<Actor>(ctx_, "metrics", [c](zmq::context_t& ctx, zmq::socket_ref p) {
+      metrics_server(ctx, p, c);
+    });
+    refresh_metrics();
+  }
+
+  // Fresh values for the metrics actor: the broker's STATS (asked and awaited, as for a timeline
+  // row), each worker's (asked without waiting: the answer comes to on_worker, in time for the
+  // next refresh), the ZAP handler's, the pools and the clients; rendered and sent in EXPOSE with
+  // the process's health.
+  void refresh_metrics() {
+    if (!metrics_) return;
+    if (broker_) (void)broker_stats(milliseconds(1000));
+    for (auto& w : workers_)
+      if (w.actor && !w.stats_pending)
+        w.stats_pending = send_pipe(w.actor->pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait);
+    if (zap_)
+      if (auto z = ask_stats<ZapStats>(*zap_, milliseconds(1000))) metrics_->zap(*z);
+    for (const auto& pool : pools_) metrics_->pool(pool.service, static_cast<long>(running_in(pool.service)));
+    metrics_->clients_running(static_cast<long>(running_clients()));
+    const Exposed e{metrics_->render(), unhealthy(), unready()};
+    (void)send_pipe(metrics_actor_->pipe(), PipeCommand::Expose, args_of(e), zmq::send_flags::dontwait);
+  }
+
+  // /healthz: why this process is not healthy, or "": an actor died.
+  std::string unhealthy() const {
+    if (report_.actor_errors.empty()) return "";
+    return fmt::format("{} actor(s) died; the first: {}", report_.actor_errors.size(), report_.actor_errors.front());
+  }
+
+  // /readyz: why this process is not ready, or "". A broker (zyolo broker, run) is ready when
+  // every service of the configuration has a worker registered with it; a pool of workers (zyolo
+  // workers) when every service has a worker registered with a broker; clients (zyolo clients)
+  // while they run.
+  std::string unready() const {
+    if (finished_) return report_.interrupted ? "stopped" : "the run has ended";
+    if (options_.broker && !broker_) return fmt::format("the {} is stopped", broker_name());
+    if (options_.broker && !proxy_mode()) {
+      if (!last_broker_) return "no STATS from the broker yet";
+      for (const auto& pool : pools_) {
+        const auto it = last_broker_->services.find(pool.service);
+        if (it == last_broker_->services.end() || it->second.workers < 1)
+          return fmt::format("service '{}' has no worker registered with the broker", pool.service);
+      }
+      return "";
+    }
+    if (options_.workers)  // workers alone, or the shared queue's, which knows no worker
+      for (const auto& pool : pools_)
+        if (std::none_of(workers_.begin(), workers_.end(), [&](const WorkerSlot& w) {
+              return w.actor && w.registered && w.pool.service == pool.service;
+            }))
+          return fmt::format("no worker of service '{}' is registered with a broker", pool.service);
+    if (options_.clients && !options_.broker && !options_.workers && running_clients() == 0)
+      return "no client is running";
+    return "";
+  }
+
+  // After the run: the last values are sent, and served metrics.linger_ms longer (SIGINT or
+  // SIGTERM ends that at once), so that a scraper gets a batch run's final counts.
+  void linger() {
+    if (!metrics_) return;
+    finished_ = true;
+    refresh_metrics();
+    if (report_.interrupted || config_.metrics.linger_ms <= 0) return;
+    zmq::pollitem_t item{nullptr, signals_.fd(), ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, milliseconds(config_.metrics.linger_ms));
   }
 
   void start_actors() {
@@ -287,9 +366,12 @@ class Supervisor final : private FleetControl {
     const milliseconds interval(config_.run.report_interval_ms), refresh(config_.run.progress_ms);
     auto row_at = start_ + interval;
     auto progress_at = start_ + refresh;
+    const milliseconds metrics_every(config_.metrics.refresh_ms);
+    auto metrics_at = start_ + metrics_every;
     while ((running_clients() > 0 || !options_.clients) && !report_.interrupted) {
       if (poll_stale_) rebuild_poll_set();
       auto wake = options_.progress ? std::min(row_at, progress_at) : row_at;
+      if (metrics_) wake = std::min(wake, metrics_at);
       if (const auto step = player_ ? player_->next_at() : std::nullopt) wake = std::min(wake, at(*step));
       zmq::poll(poll_items_, std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
                                                            wake - Clock::now()) + milliseconds(1)));
@@ -307,6 +389,10 @@ class Supervisor final : private FleetControl {
         check_client_pipes();
         add_row(now);
         row_at += interval;
+      }
+      if (metrics_ && now >= metrics_at) {
+        refresh_metrics();
+        metrics_at = now + metrics_every;
       }
       if (options_.progress && now >= progress_at) {
         progress_.draw(seconds(now), sink_.answered(), sink_.count(), config_.run.duration_s,
@@ -343,6 +429,7 @@ class Supervisor final : private FleetControl {
       case PipeCommand::Records:
         if (auto records = decode_args<ClientRecords>(m)) {
           sink_.add(r->client, *records);
+          if (metrics_) metrics_->records(pools_[r->client % pools_.size()].service, *records);
         } else {
           ++malformed_reports_;
         }
@@ -359,6 +446,7 @@ class Supervisor final : private FleetControl {
         if (slot.done) return;  // a STATS asked for as it said DONE: its totals count once
         if (auto totals = decode_args<ClientTotals>(m)) {
           add_totals(*totals);
+          if (metrics_) metrics_->client_totals(*totals);
         } else {
           ++malformed_reports_;
         }
@@ -411,7 +499,10 @@ class Supervisor final : private FleetControl {
     auto& w = workers_[i];
     auto m = recv_pipe(w.actor->pipe());
     if (!m) return;
-    if (m->command == PipeCommand::Error) {
+    if (m->command == PipeCommand::Stats) {  // the answer to refresh_metrics' STATS
+      w.stats_pending = false;
+      if (auto s = stats_of<WorkerStats>(std::move(*m))) note_worker(w, *s);
+    } else if (m->command == PipeCommand::Error) {
       report_.actor_errors.push_back(fmt::format("{}: {}", w.actor->name(), error_text(*m)));
       record_worker(w, std::nullopt);
       drop_worker(w);
@@ -419,6 +510,11 @@ class Supervisor final : private FleetControl {
       record_worker(w, stats_of<WorkerStats>(std::move(*m)));
       drop_worker(w);
     }
+  }
+
+  void note_worker(WorkerSlot& w, const WorkerStats& s) {
+    w.registered = s.registered;
+    if (metrics_) metrics_->worker(s);
   }
 
   void add_totals(const ClientTotals& t) {
@@ -440,6 +536,7 @@ class Supervisor final : private FleetControl {
     const auto pool = std::find_if(pools_.begin(), pools_.end(), [&](const auto& p) { return p.service == d->service; });
     if (pool == pools_.end()) return;
     timeline_.note(*d);
+    if (metrics_) metrics_->desired(d->service, d->desired);
     const int to = static_cast<int>(d->desired);
     const int from = static_cast<int>(d->previous);
     if (to == from) return;
@@ -495,6 +592,7 @@ class Supervisor final : private FleetControl {
       try {
         broker_ = std::make_unique<Actor>(ctx_, broker_name(), body);
         ++report_.broker_incarnations;
+        if (metrics_) metrics_->broker_started();
         return;
       } catch (const ActorError&) {
         if (attempt >= 50) throw;
@@ -513,6 +611,8 @@ class Supervisor final : private FleetControl {
       }
     }
     broker_.reset();
+    last_broker_.reset();
+    if (metrics_) metrics_->broker_stopped();
   }
 
   std::vector<std::string> running_workers() const override {
@@ -580,6 +680,15 @@ class Supervisor final : private FleetControl {
   // Stops a worker with $TERM (it leaves gracefully) or CRASH (it does not), keeping its
   // counters. A retiring worker's counters come in its DONE.
   void stop_worker(WorkerSlot& w, PipeCommand how) {
+    if (w.stats_pending) {  // the answer to refresh_metrics' STATS comes first
+      w.stats_pending = false;
+      auto m = wait_stats(*w.actor, milliseconds(10'000));
+      if (m && m->command == PipeCommand::Done) {  // it retired meanwhile: that was its last word
+        record_worker(w, stats_of<WorkerStats>(std::move(*m)));
+        drop_worker(w);
+        return;
+      }
+    }
     std::optional<WorkerStats> s;
     if (how == PipeCommand::Crash) {
       if (send_pipe(w.actor->pipe(), PipeCommand::Crash, {}, zmq::send_flags::dontwait))
@@ -599,6 +708,10 @@ class Supervisor final : private FleetControl {
     share.crashed = crashed;
     share.retired = w.retiring;
     if (stats) share.served = stats->served;
+    if (metrics_) {
+      if (stats) metrics_->worker(*stats);
+      metrics_->worker_gone(w.id);
+    }
     report_.workers.push_back(share);
   }
 
@@ -611,7 +724,11 @@ class Supervisor final : private FleetControl {
   // The broker's counters; the queue waits that come with them go to the record sink.
   std::optional<BrokerStats> broker_stats(milliseconds timeout) {
     auto s = ask_stats<BrokerStats>(*broker_, timeout);
-    if (s) sink_.add_queue_waits(s->queue_waits_us);
+    if (s) {
+      sink_.add_queue_waits(s->queue_waits_us);
+      if (metrics_) metrics_->broker(*s);
+      last_broker_ = s;
+    }
     return s;
   }
 
@@ -675,6 +792,10 @@ class Supervisor final : private FleetControl {
   bool poll_stale_ = true;
   long malformed_reports_ = 0;
   std::unique_ptr<Actor> link_, zap_, broker_, controller_;
+  std::optional<FleetMetrics> metrics_;     // --metrics: what the metrics actor serves
+  std::unique_ptr<Actor> metrics_actor_;    // stopped last: it serves until the supervisor ends
+  std::optional<BrokerStats> last_broker_;  // the running broker's last STATS (for /readyz)
+  bool finished_ = false;                   // the run is over (/readyz)
   std::vector<WorkerSlot> workers_;
   std::vector<ClientSlot> clients_;
   RecordSink sink_;

@@ -15,13 +15,13 @@ namespace {
 // Each command's name, in the enum's order: one table, checked against the enum's size.
 constexpr std::array<std::string_view, kPipeCommandCount> kPipeNames = {
     "$READY", "$ERROR", "$TERM",  "STATS", "RECORDS", "DONE",  "DETECTIONS",
-    "CRASH",  "FREEZE", "RETIRE", "RULE",  "DEMAND",  "SCALE"};
+    "CRASH",  "FREEZE", "RETIRE", "RULE",  "DEMAND",  "SCALE", "EXPOSE"};
 constexpr bool all_named() {
   for (auto name : kPipeNames)
     if (name.empty()) return false;
   return true;
 }
-static_assert(all_named() && kPipeNames[static_cast<int>(PipeCommand::Scale)] == "SCALE",
+static_assert(all_named() && kPipeNames[static_cast<int>(PipeCommand::Expose)] == "EXPOSE",
               "kPipeNames follows PipeCommand: one name for each command, in its order");
 
 constexpr std::array<std::string_view, 3> kLinkModes = {"partition", "drop", "delay"};
@@ -98,6 +98,14 @@ template <>
 Decoded<ErrorText> decode_args<ErrorText>(const PipeMessage& m) {
   if (auto f = expect_frames(m, 1)) return *f;
   return ErrorText{to_string(m.args[0])};
+}
+
+Frames args_of(const Exposed& e) { return text_frames({e.families, e.unhealthy, e.unready}); }
+
+template <>
+Decoded<Exposed> decode_args<Exposed>(const PipeMessage& m) {
+  if (auto f = expect_frames(m, 3)) return *f;
+  return Exposed{m.args[0].to_string(), m.args[1].to_string(), m.args[2].to_string()};
 }
 
 Frames args_of(const Freeze& f) { return text_frames({std::to_string(f.duration.count())}); }

@@ -21,6 +21,10 @@
 //                                   parent -> link: partition, drop (value: the fraction) or
 //                                   delay (value: ms) the nodes' traffic for that long
 //   SCALE    [JSON]                 controller -> parent: one evaluation of one service
+//   EXPOSE   [families] [unhealthy] [unready]
+//                                   parent -> metrics actor: what GET /metrics serves from now
+//                                   on (Prometheus text), and why the process is not healthy or
+//                                   not ready ("" when it is)
 //
 // Over the report socket (each client's PUSH -> the supervisor's one PULL, inproc), a client
 // report: the client's index at its supervisor, then one of these commands:
@@ -52,8 +56,9 @@ enum class PipeCommand {
   Ready, Error, Term, Stats, Records, Done, Detections,  // the life and the reports of an actor
   Crash, Freeze, Retire, Rule,                            // faults and changes a scenario orders
   Demand, Scale,                                          // control traffic (autoscaling)
+  Expose,                                                 // the metrics actor's feed
 };
-inline constexpr int kPipeCommandCount = static_cast<int>(PipeCommand::Scale) + 1;
+inline constexpr int kPipeCommandCount = static_cast<int>(PipeCommand::Expose) + 1;
 std::string_view pipe_command_name(PipeCommand c);
 
 struct PipeMessage {
@@ -82,6 +87,14 @@ struct ErrorText {
 };
 Frames args_of(const ErrorText& e);
 template <> Decoded<ErrorText> decode_args<ErrorText>(const PipeMessage& m);
+
+// EXPOSE: the fleet's metric families as Prometheus text, and the process's health: each reason
+// "" when it is healthy (ready), else why not.
+struct Exposed {
+  std::string families, unhealthy, unready;
+};
+Frames args_of(const Exposed& e);
+template <> Decoded<Exposed> decode_args<Exposed>(const PipeMessage& m);
 
 // FREEZE: how long the next request hangs.
 struct Freeze {

@@ -335,6 +335,14 @@ std::string_view peek_request_id(std::span<const zmq::message_t> body) {
   return valid_id(id) ? id : std::string_view();
 }
 
+std::string_view peek_reply_status(std::span<const zmq::message_t> body) {
+  if (body.size() < 2) return "other";
+  const auto status = body[1].to_string_view();
+  for (const std::string_view known : {"200", "400", "500", "503", "504"})
+    if (status == known) return known;
+  return "other";
+}
+
 namespace {
 constexpr const char* kStageKeys[] = {"decode", "pre", "inference", "post"};
 }  // namespace

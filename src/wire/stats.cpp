@@ -2,6 +2,7 @@
 // fields() below, and that one list both writes and reads it, so the two cannot drift apart.
 #include "src/wire/stats.hpp"
 
+#include <algorithm>
 #include <concepts>
 #include <cstring>
 #include <type_traits>
@@ -16,10 +17,24 @@ concept Of = std::same_as<std::remove_const_t<S>, T>;
 
 // --- each struct's keys --------------------------------------------------------------------------
 
+template <class S, class F> requires Of<S, Histogram>
+void fields(S& s, F& f) {
+  f("bounds", s.bounds);
+  f("counts", s.counts);
+  f("sum", s.sum);
+  f("count", s.count);
+}
+
 template <class S, class F> requires Of<S, ServiceCount>
 void fields(S& s, F& f) {
   f("workers", s.workers);
   f("queue", s.queue);
+  f("busy", s.busy);
+  f("clients", s.clients);
+  f("requests", s.requests);
+  f("rejected", s.rejected);
+  f("replies", s.replies);
+  f("queue_wait", s.queue_wait);
 }
 
 template <class S, class F> requires Of<S, ProtocolErrors>
@@ -91,6 +106,8 @@ void fields(S& s, F& f) {
   f("reconnects", s.reconnects);
   f("malformed", s.malformed);
   f("crossed_disconnect", s.crossed_disconnect);
+  f("registered", s.registered);
+  f("stages", s.stages);
 }
 
 template <class S, class F> requires Of<S, ClientTotals>
@@ -130,6 +147,14 @@ void fields(S& s, F& f) {
   f("accepted", s.accepted);
   f("refused", s.refused);
   f("refused_keys", s.refused_keys);
+}
+
+template <class S, class F> requires Of<S, MetricsServerStats>
+void fields(S& s, F& f) {
+  f("connections", s.connections);
+  f("connections_opened", s.connections_opened);
+  f("responses", s.responses);
+  f("dropped", s.dropped);
 }
 
 template <class S, class F> requires Of<S, ServiceDemand>
@@ -174,9 +199,14 @@ Json write(long v) { return v; }
 Json write(uint64_t v) { return v; }
 Json write(double v) { return v; }
 Json write(const std::string& v) { return v; }
+Json write(bool v) { return v; }
 Json write(const std::vector<std::string>& v) { return v; }
+Json write(const std::vector<double>& v) { return v; }
+Json write(const std::vector<long>& v) { return v; }
 template <class T>
 Json write(const std::map<std::string, T>& m);
+template <class T>
+Json write(const std::vector<T>& v);
 template <class T>
 Json write(const T& s);
 
@@ -192,6 +222,13 @@ template <class T>
 Json write(const std::map<std::string, T>& m) {
   Json j = Json::object();
   for (const auto& [key, value] : m) j[key] = write(value);
+  return j;
+}
+
+template <class T>
+Json write(const std::vector<T>& v) {
+  Json j = Json::array();
+  for (const auto& e : v) j.push_back(write(e));
   return j;
 }
 
@@ -238,6 +275,27 @@ bool read(const Json& j, std::string& v) {
   v = j.get<std::string>();
   return true;
 }
+bool read(const Json& j, bool& v) {
+  if (!j.is_boolean()) return false;
+  v = j.get<bool>();
+  return true;
+}
+bool read(const Json& j, std::vector<double>& v) {
+  if (!j.is_array()) return false;
+  for (const auto& e : j) {
+    if (!e.is_number()) return false;
+    v.push_back(e.get<double>());
+  }
+  return true;
+}
+bool read(const Json& j, std::vector<long>& v) {
+  if (!j.is_array()) return false;
+  for (const auto& e : j) {
+    if (!e.is_number_integer()) return false;
+    v.push_back(e.get<long>());
+  }
+  return true;
+}
 bool read(const Json& j, std::vector<std::string>& v) {
   if (!j.is_array()) return false;
   for (const auto& e : j) {
@@ -248,6 +306,8 @@ bool read(const Json& j, std::vector<std::string>& v) {
 }
 template <class T>
 bool read(const Json& j, std::map<std::string, T>& m);
+template <class T>
+bool read(const Json& j, std::vector<T>& v);
 template <class T>
 bool read(const Json& j, T& s);
 
@@ -272,11 +332,32 @@ bool read(const Json& j, std::map<std::string, T>& m) {
 }
 
 template <class T>
+bool read(const Json& j, std::vector<T>& v) {
+  if (!j.is_array()) return false;
+  for (const auto& e : j)
+    if (!read(e, v.emplace_back())) return false;
+  return true;
+}
+
+template <class T>
 bool read(const Json& j, T& s) {
   if (!j.is_object()) return false;
   Reader r{j};
   fields(s, r);
   return r.ok;
+}
+
+// A histogram reads whole or not at all: one count per bucket, +Inf's too.
+template <>
+bool read(const Json& j, Histogram& h) {
+  if (!j.is_object()) return false;
+  Histogram in;
+  in.counts.clear();
+  Reader r{j};
+  fields(in, r);
+  if (!r.ok || in.counts.size() != in.bounds.size() + 1) return false;
+  h = std::move(in);
+  return true;
 }
 
 template <>
@@ -314,6 +395,21 @@ Decoded<T> from_json_args(const PipeMessage& m, std::size_t extra = 0) {
 
 }  // namespace
 
+void Histogram::observe(double v) {
+  const auto bucket = std::lower_bound(bounds.begin(), bounds.end(), v) - bounds.begin();
+  ++counts[static_cast<std::size_t>(bucket)];
+  sum += v;
+  ++count;
+}
+
+bool Histogram::add(const Histogram& other) {
+  if (other.bounds != bounds || other.counts.size() != counts.size()) return false;
+  for (std::size_t i = 0; i < counts.size(); ++i) counts[i] += other.counts[i];
+  sum += other.sum;
+  count += other.count;
+  return true;
+}
+
 void add(BrokerStats& total, const BrokerStats& later) {
   // Counters add up; gauges and waits are the later broker's.
   BrokerStats sum = later;
@@ -335,6 +431,14 @@ void add(BrokerStats& total, const BrokerStats& later) {
     *a += b;
   for (const auto& [name, n] : total.unknown_worker_commands) sum.unknown_worker_commands[name] += n;
   for (const auto& [name, n] : total.faults) sum.faults[name] += n;
+  for (const auto& [name, before] : total.services) {  // each service's counters too
+    auto& s = sum.services[name];
+    s.requests += before.requests;
+    s.rejected += before.rejected;
+    for (const auto& [status, n] : before.replies) s.replies[status] += n;
+    if (s.queue_wait.bounds.empty()) s.queue_wait = Histogram(before.queue_wait.bounds);
+    (void)s.queue_wait.add(before.queue_wait);
+  }
   sum.most_held = std::max(sum.most_held, total.most_held);  // a maximum, not a count
   if (sum.proxy && total.proxy) {
     for (auto [a, b] : {std::pair{&sum.proxy->frontend, total.proxy->frontend},
@@ -358,6 +462,7 @@ Frames args_of(const ClientTotals& s) { return json_args(s); }
 Frames args_of(const ControllerStats& s) { return json_args(s); }
 Frames args_of(const LinkStats& s) { return json_args(s); }
 Frames args_of(const ZapStats& s) { return json_args(s); }
+Frames args_of(const MetricsServerStats& s) { return json_args(s); }
 Frames args_of(const Demand& d) { return json_args(d); }
 Frames args_of(const ScaleDecision& d) { return json_args(d); }
 
@@ -392,6 +497,10 @@ Decoded<ZapStats> decode_args<ZapStats>(const PipeMessage& m) {
   return from_json_args<ZapStats>(m);
 }
 template <>
+Decoded<MetricsServerStats> decode_args<MetricsServerStats>(const PipeMessage& m) {
+  return from_json_args<MetricsServerStats>(m);
+}
+template <>
 Decoded<Demand> decode_args<Demand>(const PipeMessage& m) {
   return from_json_args<Demand>(m);
 }
@@ -404,5 +513,6 @@ nlohmann::json to_json(const BrokerStats& s) { return write(s); }
 nlohmann::json to_json(const ControllerStats& s) { return write(s); }
 nlohmann::json to_json(const LinkStats& s) { return write(s); }
 nlohmann::json to_json(const ZapStats& s) { return write(s); }
+nlohmann::json to_json(const MetricsServerStats& s) { return write(s); }
 
 }  // namespace zyolo

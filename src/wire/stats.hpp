@@ -12,6 +12,7 @@
 //   controller               ControllerStats   [JSON]
 //   link                     LinkStats         [JSON]
 //   ZAP handler              ZapStats          [JSON]
+//   metrics actor            MetricsServerStats [JSON]
 //   DEMAND (broker, PUB)     Demand            [JSON]
 //   SCALE (controller)       ScaleDecision     [JSON]
 //
@@ -31,9 +32,31 @@
 
 namespace zyolo {
 
-// One service at the broker, now.
+// Observations counted in buckets by upper bound, as Prometheus histograms are: counts[i] holds
+// those <= bounds[i] (and > bounds[i-1]); the last count, those above every bound. Cumulative: an
+// actor keeps one from its start and reports it whole, so a STATS missed loses nothing.
+struct Histogram {
+  std::vector<double> bounds;  // ascending; the +Inf bucket is implicit
+  std::vector<long> counts;    // bounds.size() + 1, once anything was observed or reset
+  double sum = 0;
+  long count = 0;
+  Histogram() : counts(1) {}
+  explicit Histogram(std::vector<double> b) : bounds(std::move(b)), counts(bounds.size() + 1) {}
+  void observe(double v);
+  // Adds `other` (the same bounds) in; false, leaving this unchanged, when the bounds differ.
+  bool add(const Histogram& other);
+};
+
+// One service at the broker: gauges now, counters since the broker started.
 struct ServiceCount {
   long workers = 0, queue = 0;
+  long busy = 0;     // workers holding a request
+  long clients = 0;  // clients that sent a request within autoscale.client_window_ms
+  long requests = 0;  // requests queued (not counting a retry of one held, nor a 503)
+  long rejected = 0;  // answered 503 at once: the queue was full
+  // Replies forwarded to clients, by the status the worker gave ("200", "400", "500", "other").
+  std::map<std::string, long> replies;
+  Histogram queue_wait;  // seconds from queued to handed to a worker
 };
 
 // The broker's protocol errors by kind (valid messages invalid in the worker's state).
@@ -77,6 +100,12 @@ struct WorkerStats {
   long served = 0, bad_requests = 0, errors = 0, freezes = 0;
   long reconnects = 0, malformed = 0;
   long crossed_disconnect = 0;  // requests that crossed its DISCONNECT (MDP workers)
+  // Heard from a broker since it last (re)connected: an MDP worker is registered; a REP worker,
+  // which has no handshake, once connected.
+  bool registered = false;
+  // YOLO workers: seconds per stage of each image served, in the order decode, pre, inference,
+  // post (metrics.stage_buckets); empty for an echo worker.
+  std::vector<Histogram> stages;
 };
 
 struct ClientTotals {
@@ -92,6 +121,17 @@ struct ControllerStats {
 struct LinkStats {
   long forwarded = 0, dropped = 0, delayed = 0, connections = 0;
   long connections_opened = 0, connections_closed = 0;
+};
+
+// The metrics actor's HTTP side (threads/metrics.cpp).
+struct MetricsServerStats {
+  long connections = 0;             // open now
+  long connections_opened = 0;
+  std::map<std::string, long> responses;  // by status code ("200", "404", ...)
+  // Connections closed without an answer, by why: "idle" (no whole request in
+  // metrics.idle_timeout_ms), "closed_mid_request" (the peer left mid-request), "overflow"
+  // (metrics.max_connections reached), "send_failed" (the peer could not take the answer).
+  std::map<std::string, long> dropped;
 };
 
 struct ZapStats {
@@ -127,6 +167,7 @@ Frames args_of(const ClientTotals& s);
 Frames args_of(const ControllerStats& s);
 Frames args_of(const LinkStats& s);
 Frames args_of(const ZapStats& s);
+Frames args_of(const MetricsServerStats& s);
 Frames args_of(const Demand& d);
 Frames args_of(const ScaleDecision& d);
 template <> Decoded<BrokerStats> decode_args<BrokerStats>(const PipeMessage& m);
@@ -135,6 +176,7 @@ template <> Decoded<ClientTotals> decode_args<ClientTotals>(const PipeMessage& m
 template <> Decoded<ControllerStats> decode_args<ControllerStats>(const PipeMessage& m);
 template <> Decoded<LinkStats> decode_args<LinkStats>(const PipeMessage& m);
 template <> Decoded<ZapStats> decode_args<ZapStats>(const PipeMessage& m);
+template <> Decoded<MetricsServerStats> decode_args<MetricsServerStats>(const PipeMessage& m);
 template <> Decoded<Demand> decode_args<Demand>(const PipeMessage& m);
 template <> Decoded<ScaleDecision> decode_args<ScaleDecision>(const PipeMessage& m);
 
@@ -143,5 +185,6 @@ nlohmann::json to_json(const BrokerStats& s);
 nlohmann::json to_json(const ControllerStats& s);
 nlohmann::json to_json(const LinkStats& s);
 nlohmann::json to_json(const ZapStats& s);
+nlohmann::json to_json(const MetricsServerStats& s);
 
 }  // namespace zyolo
