@@ -113,6 +113,7 @@ class MetricsServer {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::stream_notify, 1);  // an empty frame when a connection opens or closes
     socket_.set(zmq::sockopt::sndhwm, 64);  // answers a connection has not taken; more closes it
+    if (config.metrics.listen.starts_with('[')) socket_.set(zmq::sockopt::ipv6, true);  // [::1]:9464
     try {
       socket_.bind(config.metrics.endpoint());
     } catch (const zmq::error_t& e) {

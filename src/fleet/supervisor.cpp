@@ -151,6 +151,7 @@ class Supervisor final : private FleetControl {
     start_us_ = now_us();
     start_metrics();
     start_actors();
+    started_ = true;
     if (options_.on_started) options_.on_started();
     loop();
     stop_actors();
@@ -190,6 +191,10 @@ class Supervisor final : private FleetControl {
       if (auto z = ask_stats<ZapStats>(*zap_, milliseconds(1000))) metrics_->zap(*z);
     for (const auto& pool : pools_) metrics_->pool(pool.service, static_cast<long>(running_in(pool.service)));
     metrics_->clients_running(static_cast<long>(running_clients()));
+    // The endpoint says nothing on its pipe but $ERROR, should its thread die.
+    if (metrics_actor_->pipe().get(zmq::sockopt::events) & ZMQ_POLLIN)
+      if (auto m = recv_pipe(metrics_actor_->pipe()); m && m->command == PipeCommand::Error)
+        report_.actor_errors.push_back("metrics: " + error_text(*m));
     const Exposed e{metrics_->render(), unhealthy(), unready()};
     (void)send_pipe(metrics_actor_->pipe(), PipeCommand::Expose, args_of(e), zmq::send_flags::dontwait);
   }
@@ -206,6 +211,7 @@ class Supervisor final : private FleetControl {
   // while they run.
   std::string unready() const {
     if (finished_) return report_.interrupted ? "stopped" : "the run has ended";
+    if (!started_) return "starting";
     if (options_.broker && !broker_) return fmt::format("the {} is stopped", broker_name());
     if (options_.broker && !proxy_mode()) {
       if (!last_broker_) return "no STATS from the broker yet";
@@ -795,7 +801,7 @@ class Supervisor final : private FleetControl {
   std::optional<FleetMetrics> metrics_;     // --metrics: what the metrics actor serves
   std::unique_ptr<Actor> metrics_actor_;    // stopped last: it serves until the supervisor ends
   std::optional<BrokerStats> last_broker_;  // the running broker's last STATS (for /readyz)
-  bool finished_ = false;                   // the run is over (/readyz)
+  bool started_ = false, finished_ = false;  // every actor started; the run is over (/readyz)
   std::vector<WorkerSlot> workers_;
   std::vector<ClientSlot> clients_;
   RecordSink sink_;
