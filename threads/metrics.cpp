@@ -89,7 +89,8 @@ ProcessNumbers read_process(double start_time_s) {
     p.resident_bytes = resident * page;
   }
   std::error_code ec;
-  for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end; it.increment(ec))
+  for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end;
+       it.increment(ec))
     ++p.open_fds;
   rlimit files{};
   if (getrlimit(RLIMIT_NOFILE, &files) == 0) p.max_fds = static_cast<long>(files.rlim_cur);
@@ -111,9 +112,11 @@ class MetricsServer {
         max_connections_(static_cast<std::size_t>(config.metrics.max_connections)),
         start_time_s_(process_start_time()) {
     socket_.set(zmq::sockopt::linger, 0);
-    socket_.set(zmq::sockopt::stream_notify, 1);  // an empty frame when a connection opens or closes
+    socket_.set(zmq::sockopt::stream_notify,
+                1);                         // an empty frame when a connection opens or closes
     socket_.set(zmq::sockopt::sndhwm, 64);  // answers a connection has not taken; more closes it
-    if (config.metrics.listen.starts_with('[')) socket_.set(zmq::sockopt::ipv6, true);  // [::1]:9464
+    if (config.metrics.listen.starts_with('['))
+      socket_.set(zmq::sockopt::ipv6, true);  // [::1]:9464
     try {
       socket_.bind(config.metrics.endpoint());
     } catch (const zmq::error_t& e) {
@@ -124,12 +127,14 @@ class MetricsServer {
 
   void run() {
     while (true) {
-      zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0}, {socket_.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {socket_.handle(), 0, ZMQ_POLLIN, 0}};
       zmq::poll(items, 2, connections_.empty() ? milliseconds(-1) : idle_ / 4 + milliseconds(1));
       if (items[0].revents & ZMQ_POLLIN) {
         auto m = recv_pipe(pipe_);
         if (!m || m->command == PipeCommand::Term) return;
-        if (m->command == PipeCommand::Stats) send_pipe(pipe_, PipeCommand::Stats, args_of(stats()));
+        if (m->command == PipeCommand::Stats)
+          send_pipe(pipe_, PipeCommand::Stats, args_of(stats()));
         if (m->command == PipeCommand::Expose)
           if (auto e = decode_args<Exposed>(*m)) {
             exposed_ = std::move(*e);
@@ -210,7 +215,8 @@ class MetricsServer {
   }
 
   void answer_and_close(const std::string& id, int status, const std::string& body) {
-    if (send(id, status, http_response(status, "text/plain; charset=utf-8", body, false))) close(id, true);
+    if (send(id, status, http_response(status, "text/plain; charset=utf-8", body, false)))
+      close(id, true);
   }
 
   // Sends [id][bytes] without waiting; counts the status. A peer whose queue is full, or gone,
@@ -218,7 +224,8 @@ class MetricsServer {
   bool send(const std::string& id, int status, const std::string& bytes) {
     bool sent = false;
     try {
-      sent = socket_.send(zmq::buffer(id), zmq::send_flags::sndmore | zmq::send_flags::dontwait).has_value() &&
+      sent = socket_.send(zmq::buffer(id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)
+                 .has_value() &&
              socket_.send(zmq::buffer(bytes), zmq::send_flags::dontwait).has_value();
     } catch (const zmq::error_t&) {  // EHOSTUNREACH: it went
     }
@@ -265,29 +272,31 @@ class MetricsServer {
   std::string exposition() const {
     Exposition e;
     const MetricsServerStats s = stats();
-    e.family("zyolo_http_responses_total", "counter", "HTTP responses of this metrics endpoint, by status code");
-    for (const auto& [code, n] : s.responses) e.sample("zyolo_http_responses_total", {{"code", code}}, n);
+    e.family("zyolo_http_responses_total", "counter",
+             "HTTP responses of this metrics endpoint, by status code");
+    for (const auto& [code, n] : s.responses)
+      e.sample("zyolo_http_responses_total", {{"code", code}}, n);
     e.family("zyolo_http_dropped_total", "counter",
              "HTTP connections of this endpoint closed without an answer, by reason");
-    for (const char* reason : {"idle", "slow_request", "closed_mid_request", "overflow", "send_failed"}) {
+    for (const char* reason :
+         {"idle", "slow_request", "closed_mid_request", "overflow", "send_failed"}) {
       const auto it = s.dropped.find(reason);
-      e.sample("zyolo_http_dropped_total", {{"reason", reason}}, it == s.dropped.end() ? 0L : it->second);
+      e.sample("zyolo_http_dropped_total", {{"reason", reason}},
+               it == s.dropped.end() ? 0L : it->second);
     }
-    e.family("zyolo_http_connections", "gauge", "HTTP connections open to this endpoint");
-    e.sample("zyolo_http_connections", {}, s.connections);
+    e.single("zyolo_http_connections", "gauge", "HTTP connections open to this endpoint",
+             s.connections);
     const ProcessNumbers p = read_process(start_time_s_);
-    e.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
-    e.sample("process_cpu_seconds_total", {}, p.cpu_s);
-    e.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-    e.sample("process_resident_memory_bytes", {}, p.resident_bytes);
-    e.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
-    e.sample("process_virtual_memory_bytes", {}, p.virtual_bytes);
-    e.family("process_open_fds", "gauge", "Number of open file descriptors.");
-    e.sample("process_open_fds", {}, p.open_fds);
-    e.family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
-    e.sample("process_max_fds", {}, p.max_fds);
-    e.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
-    e.sample("process_start_time_seconds", {}, p.start_time_s);
+    e.single("process_cpu_seconds_total", "counter",
+             "Total user and system CPU time spent in seconds.", p.cpu_s);
+    e.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+             p.resident_bytes);
+    e.single("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+             p.virtual_bytes);
+    e.single("process_open_fds", "gauge", "Number of open file descriptors.", p.open_fds);
+    e.single("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.max_fds);
+    e.single("process_start_time_seconds", "gauge",
+             "Start time of the process since unix epoch in seconds.", p.start_time_s);
     return exposed_.families + e.take();
   }
 

@@ -30,7 +30,7 @@ class FleetMetrics {
   // The broker stopped (a scenario killed it): its counters are kept, its gauges dropped.
   void broker_stopped();
   void broker_started() { ++broker_starts_; }
-  void worker(const WorkerStats& s);  // a worker's latest STATS (or DONE)
+  void worker(const WorkerStats& s);        // a worker's latest STATS (or DONE)
   void worker_gone(const std::string& id);  // it stopped: its counters stay, it is not running
   void records(const std::string& service, const ClientRecords& records);
   void client_totals(const ClientTotals& t);
@@ -63,10 +63,10 @@ class FleetMetrics {
   std::string transport_, allocator_;
   std::optional<BrokerStats> broker_, retired_;  // now; the brokers stopped before, summed
   long broker_starts_ = 0;
-  std::map<std::string, WorkerNumbers> workers_;     // by worker id
-  std::map<std::string, ClientNumbers> clients_;     // by service
+  std::map<std::string, WorkerNumbers> workers_;  // by worker id
+  std::map<std::string, ClientNumbers> clients_;  // by service
   long clients_running_ = 0;
-  std::map<std::string, PoolNumbers> pools_;         // by service
+  std::map<std::string, PoolNumbers> pools_;  // by service
   std::optional<ZapStats> zap_;
 };
 

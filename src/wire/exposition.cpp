@@ -11,10 +11,14 @@ std::string escape_label_value(std::string_view v) {
   std::string out;
   out.reserve(v.size());
   for (const char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -24,9 +28,12 @@ namespace {
 std::string escape_help(std::string_view v) {
   std::string out;
   for (const char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -40,7 +47,8 @@ std::string number(double v) {
 }  // namespace
 
 void Exposition::family(std::string_view name, std::string_view type, std::string_view help) {
-  fmt::format_to(std::back_inserter(out_), "# HELP {} {}\n# TYPE {} {}\n", name, escape_help(help), name, type);
+  fmt::format_to(std::back_inserter(out_), "# HELP {} {}\n# TYPE {} {}\n", name, escape_help(help),
+                 name, type);
 }
 
 void Exposition::labels(std::initializer_list<Label> labels, std::string_view le) {
@@ -48,7 +56,8 @@ void Exposition::labels(std::initializer_list<Label> labels, std::string_view le
   out_ += '{';
   bool first = true;
   for (const auto& [key, value] : labels) {
-    fmt::format_to(std::back_inserter(out_), "{}{}=\"{}\"", first ? "" : ",", key, escape_label_value(value));
+    fmt::format_to(std::back_inserter(out_), "{}{}=\"{}\"", first ? "" : ",", key,
+                   escape_label_value(value));
     first = false;
   }
   if (!le.empty()) fmt::format_to(std::back_inserter(out_), "{}le=\"{}\"", first ? "" : ",", le);
@@ -67,7 +76,8 @@ void Exposition::sample(std::string_view name, std::initializer_list<Label> l, l
   fmt::format_to(std::back_inserter(out_), " {}\n", value);
 }
 
-void Exposition::histogram(std::string_view name, std::initializer_list<Label> l, const Histogram& h) {
+void Exposition::histogram(std::string_view name, std::initializer_list<Label> l,
+                           const Histogram& h) {
   long cumulative = 0;
   for (std::size_t i = 0; i < h.counts.size(); ++i) {
     cumulative += h.counts[i];

@@ -13,7 +13,8 @@
 
 namespace zyolo {
 
-inline constexpr std::string_view kExpositionContentType = "text/plain; version=0.0.4; charset=utf-8";
+inline constexpr std::string_view kExpositionContentType =
+    "text/plain; version=0.0.4; charset=utf-8";
 
 using Label = std::pair<std::string_view, std::string_view>;
 
@@ -21,6 +22,12 @@ class Exposition {
  public:
   // Starts a family: its HELP and TYPE lines. `type` is counter, gauge or histogram.
   void family(std::string_view name, std::string_view type, std::string_view help);
+  // A family of one sample without labels.
+  template <class V>
+  void single(std::string_view name, std::string_view type, std::string_view help, V value) {
+    family(name, type, help);
+    sample(name, {}, value);
+  }
   // One sample of the family begun last: `name` is its name, or for a histogram the family's
   // name with _bucket, _sum or _count (histogram() writes those).
   void sample(std::string_view name, std::initializer_list<Label> labels, double value);

@@ -14,12 +14,15 @@ bool is_tchar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
          std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
-bool is_token(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar); }
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
+}
 
 // Case-insensitive equality of ASCII text.
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
          });
 }
 
@@ -40,7 +43,9 @@ bool lists(std::string_view value, std::string_view option) {
   return false;
 }
 
-HttpParsed malformed(std::string_view why) { return {HttpParse::Malformed, {}, why}; }
+HttpParsed malformed(std::string_view why) {
+  return {HttpParse::Malformed, {}, why};
+}
 
 }  // namespace
 
@@ -94,7 +99,8 @@ HttpParsed parse_http_request(std::string_view buffer, std::size_t max_head) {
     if (iequals(name, "Connection")) {
       close = close || lists(value, "close");
       keep = keep || lists(value, "keep-alive");
-    } else if (iequals(name, "Transfer-Encoding") || (iequals(name, "Content-Length") && value != "0")) {
+    } else if (iequals(name, "Transfer-Encoding") ||
+               (iequals(name, "Content-Length") && value != "0")) {
       out.request.has_body = true;
     }
   }
@@ -106,14 +112,22 @@ HttpParsed parse_http_request(std::string_view buffer, std::size_t max_head) {
 
 std::string_view http_reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Unknown";
   }
 }
 

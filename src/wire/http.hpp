@@ -33,8 +33,8 @@ enum class HttpParse {
 
 struct HttpParsed {
   HttpParse status = HttpParse::Incomplete;
-  HttpRequest request;    // Complete: views into the buffer
-  std::string_view why;   // Malformed: static text
+  HttpRequest request;   // Complete: views into the buffer
+  std::string_view why;  // Malformed: static text
 };
 
 // Reads the first request in `buffer`, whose head may be at most `max_head` bytes long.

@@ -201,8 +201,6 @@ Json write(double v) { return v; }
 Json write(const std::string& v) { return v; }
 Json write(bool v) { return v; }
 Json write(const std::vector<std::string>& v) { return v; }
-Json write(const std::vector<double>& v) { return v; }
-Json write(const std::vector<long>& v) { return v; }
 template <class T>
 Json write(const std::map<std::string, T>& m);
 template <class T>
@@ -278,22 +276,6 @@ bool read(const Json& j, std::string& v) {
 bool read(const Json& j, bool& v) {
   if (!j.is_boolean()) return false;
   v = j.get<bool>();
-  return true;
-}
-bool read(const Json& j, std::vector<double>& v) {
-  if (!j.is_array()) return false;
-  for (const auto& e : j) {
-    if (!e.is_number()) return false;
-    v.push_back(e.get<double>());
-  }
-  return true;
-}
-bool read(const Json& j, std::vector<long>& v) {
-  if (!j.is_array()) return false;
-  for (const auto& e : j) {
-    if (!e.is_number_integer()) return false;
-    v.push_back(e.get<long>());
-  }
   return true;
 }
 bool read(const Json& j, std::vector<std::string>& v) {
