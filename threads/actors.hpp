@@ -85,7 +85,7 @@ void client(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config, con
 void controller(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config,
                 const std::map<std::string, int>& workers);
 
-// The metrics endpoint (README, "Metrics"): binds a ZMQ_STREAM socket on config.metrics.endpoint()
+// The metrics endpoint (README, "Metrics"): binds a ZMQ_STREAM socket on tcp://config.metrics.listen
 // and answers HTTP/1.1 GET and HEAD of /metrics, /healthz and /readyz from what its parent last
 // sent it in EXPOSE (the fleet's families and the process's health), adding its own HTTP counters
 // and the process's (/proc/self). Throws at start when it cannot listen there.

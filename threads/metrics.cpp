@@ -1,6 +1,6 @@
 // The metrics actor: zyolo's live Prometheus endpoint (README, "Metrics").
 //
-// It binds a ZMQ_STREAM socket on config.metrics.endpoint() (tcp://HOST:PORT): libzmq accepts
+// It binds a ZMQ_STREAM socket on tcp://HOST:PORT (metrics.listen): libzmq accepts
 // the TCP connections and hands this thread each one's bytes as [routing id][data], with an empty
 // data frame when a connection opens or closes; sending [routing id][empty] closes it. On that
 // socket it speaks just enough HTTP/1.1 (src/wire/http.hpp): GET or HEAD of /metrics, /healthz and
@@ -18,7 +18,9 @@
 // metrics.idle_timeout_ms is closed; connections beyond metrics.max_connections are closed as
 // they open; an answer the peer cannot take now (its queue at the high-water mark) closes it. Each
 // of these is counted (STATS: MetricsServerStats; and in /metrics as zyolo_http_*).
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netdb.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -118,7 +120,7 @@ class MetricsServer {
     if (config.metrics.listen.starts_with('['))
       socket_.set(zmq::sockopt::ipv6, true);  // [::1]:9464
     try {
-      socket_.bind(config.metrics.endpoint());
+      bind(config.metrics.listen);
     } catch (const zmq::error_t& e) {
       throw std::runtime_error(fmt::format("metrics.listen (--metrics) {}: cannot listen: {}",
                                            config.metrics.listen, e.what()));
@@ -152,6 +154,31 @@ class MetricsServer {
   }
 
  private:
+  // Binds tcp://HOST:PORT. libzmq takes HOST as an address, *, or an interface's name; a host
+  // name (localhost) is looked up here instead, and its first address taken.
+  void bind(const std::string& listen) {
+    try {
+      socket_.bind("tcp://" + listen);
+      return;
+    } catch (const zmq::error_t& e) {
+      if (e.num() != ENODEV) throw;
+    }
+    const auto colon = listen.rfind(':');
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (getaddrinfo(listen.substr(0, colon).c_str(), nullptr, &hints, &found) != 0 || !found)
+      throw std::runtime_error(fmt::format(
+          "metrics.listen (--metrics) {}: '{}' is not an address, an interface or a host name "
+          "known here",
+          listen, listen.substr(0, colon)));
+    char ip[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, ip, sizeof ip);
+    freeaddrinfo(found);
+    socket_.bind(fmt::format("tcp://{}{}", ip, listen.substr(colon)));
+  }
+
   void on_data(const std::string& id, std::string_view data) {
     auto it = connections_.find(id);
     if (data.empty()) {  // a connection opened, or closed

@@ -113,9 +113,8 @@ struct MetricsConfig {
   int max_header_bytes = 0;  // a request whose head is longer is answered 431 and closed
   int idle_timeout_ms = 0;   // a connection that sends no whole request this long is closed
   int max_connections = 0;   // more at once are closed as they come
-  // Filled in by validate(): the bounds, parsed; the endpoint to bind (tcp://HOST:PORT).
+  // Filled in by validate(): the bounds, parsed.
   std::vector<double> bounds, stage_bounds;
-  std::string endpoint() const { return listen.empty() ? "" : "tcp://" + listen; }
 };
 
 // One pool of workers: its service name, its model and how many workers.
