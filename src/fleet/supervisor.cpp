@@ -151,6 +151,8 @@ class Supervisor final : private FleetControl {
     start_us_ = now_us();
     start_metrics();
     start_actors();
+    started_ = true;
+    refresh_metrics();  // what is served from "ready" on shows the actors started
     if (options_.on_started) options_.on_started();
     loop();
     stop_actors();
@@ -205,6 +207,7 @@ class Supervisor final : private FleetControl {
   // workers) when every service has a worker registered with a broker; clients (zyolo clients)
   // while they run.
   std::string unready() const {
+    if (!started_) return "starting";
     if (finished_) return report_.interrupted ? "stopped" : "the run has ended";
     if (options_.broker && !broker_) return fmt::format("the {} is stopped", broker_name());
     if (options_.broker && !proxy_mode()) {
@@ -795,6 +798,7 @@ class Supervisor final : private FleetControl {
   std::optional<FleetMetrics> metrics_;     // --metrics: what the metrics actor serves
   std::unique_ptr<Actor> metrics_actor_;    // stopped last: it serves until the supervisor ends
   std::optional<BrokerStats> last_broker_;  // the running broker's last STATS (for /readyz)
+  bool started_ = false;                    // the actors are started (/readyz)
   bool finished_ = false;                   // the run is over (/readyz)
   std::vector<WorkerSlot> workers_;
   std::vector<ClientSlot> clients_;
