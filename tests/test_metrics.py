@@ -87,6 +87,13 @@ def wait_until(what, condition, deadline_s=DEADLINE_S, every_s=0.02):
         time.sleep(every_s)
 
 
+def clip(text, head=12000, tail=3000):
+    """A long text's beginning (where a sanitizer's report starts) and end."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters ...]\n{text[-tail:]}"
+
+
 class Process:
     """A zyolo process whose stdout and stderr are collected; SIGKILLed at the end of the test, and
     if this test dies first (setpriv sets the parent-death signal, as tests/process.hpp does).
@@ -143,7 +150,7 @@ class Process:
         with self.lock:
             out = self.out
         return (f"--- {self.name}: zyolo {' '.join(self.args)} (exit {self.proc.poll()})\n"
-                f"stdout:\n{out[-4000:]}\nstderr:\n{self.stderr()[-4000:]}")
+                f"stdout:\n{clip(out)}\nstderr:\n{clip(self.stderr())}")
 
     def kill(self):
         if self.proc.poll() is None:
