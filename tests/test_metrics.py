@@ -405,6 +405,15 @@ def check_nothing_lost(test, report, requests):
     test.assertEqual(report["actor_errors"], [])
 
 
+def served_counts(report):
+    """What the broker and the workers may have counted for the report's requests: each request
+    answered once; a request sent again after its timeout (Lazy Pirate) may have been served twice,
+    its second answer dropped by the client. So exactly the answered count when none was retried,
+    and at most one more per retry otherwise."""
+    q = report["requests"]
+    return q["answered"], q["answered"] + q["retries"]
+
+
 def ended(endpoint):
     """The clients' (or run's) endpoint says the run has ended: the values it serves are final."""
     return endpoint.readyz() == (503, "the run has ended")
@@ -414,6 +423,12 @@ def ended(endpoint):
 
 class MetricsTest(unittest.TestCase):
     maxDiff = None
+
+    def assertBetween(self, value, least, most, report, text):
+        """A count of served requests against the report's (served_counts)."""
+        if not least <= value <= most:
+            self.fail(f"{value} requests counted; the report answered {least} with "
+                      f"{most - least} retries ({report['requests']}):\n{text}")
 
     def test_counters_follow_the_requests_and_match_the_report(self):
         """Separate processes: mid-run the counters grow; at the end each process's counts are the
@@ -451,7 +466,7 @@ class MetricsTest(unittest.TestCase):
             j = load_report(report)
             check_nothing_lost(self, j, requests)
             n = j["requests"]["answered"]
-            dup = j["requests"]["duplicates_dropped"]  # a late second answer: the broker and a worker counted it
+            least, most = served_counts(j)
             self.assertEqual(final.value("zyolo_client_request_duration_seconds_count", service="yolo"), n)
             self.assertEqual(final.value("zyolo_client_requests_total", service="yolo", status="200"), n)
             self.assertEqual(final.value("zyolo_client_lost_total", service="yolo"), 0)
@@ -459,16 +474,16 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(final.value("zyolo_clients_running"), 0)
 
             # The broker's and the workers' counters catch up within a refresh or two.
-            b = broker.until(f"{n + dup} answered requests", lambda s: answered(s) >= n + dup)
-            self.assertEqual(answered(b), n + dup, b.text)
-            self.assertEqual(b.total("zyolo_requests_total", service="yolo"), n + dup, b.text)
-            # Each request handed to a worker once: the queue-wait histogram counts every dispatch.
+            b = broker.until(f"{least} answered requests", lambda s: answered(s) >= least)
+            self.assertBetween(answered(b), least, most, j, b.text)
+            self.assertEqual(b.total("zyolo_requests_total", service="yolo"), answered(b), b.text)
+            # The queue-wait histogram counts every request handed to a worker.
             dispatched = b.value("zyolo_requests_queued_total", service="yolo") + b.value("zyolo_requeued_total")
             self.assertEqual(b.value("zyolo_queue_wait_seconds_count", service="yolo"), dispatched, b.text)
-            self.assertEqual(dispatched, n + dup, b.text)
+            self.assertBetween(dispatched, least, most, j, b.text)
             self.assertEqual(b.value("zyolo_queue_depth", service="yolo"), 0)
-            w = workers.until(f"{n + dup} served", lambda s: w_served(s) >= n + dup)
-            self.assertEqual(w_served(w), n + dup, w.text)
+            w = workers.until(f"{least} served", lambda s: w_served(s) >= least)
+            self.assertBetween(w_served(w), least, most, j, w.text)
             self.assertEqual(w.total("zyolo_worker_registered"), 2, w.text)
             self.assertEqual(w.value("zyolo_pool_workers", service="yolo"), 2, w.text)
             for e in (broker, workers):
@@ -510,12 +525,12 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(run_p.wait(), 0, run_p.diagnostics())
             j = load_report(report)
             check_nothing_lost(self, j, requests)
-            n = j["requests"]["answered"] + j["requests"]["duplicates_dropped"]
+            least, most = served_counts(j)
             self.assertEqual(s.value("zyolo_client_request_duration_seconds_count", service="yolo"),
                              j["requests"]["answered"], s.text)
-            self.assertEqual(answered(s), n, s.text)
-            self.assertEqual(s.value("zyolo_queue_wait_seconds_count", service="yolo"), n, s.text)
-            self.assertEqual(s.total("zyolo_worker_requests_total", status="200"), n, s.text)
+            self.assertBetween(answered(s), least, most, j, s.text)
+            self.assertBetween(s.value("zyolo_queue_wait_seconds_count", service="yolo"), least, most, j, s.text)
+            self.assertBetween(s.total("zyolo_worker_requests_total", status="200"), least, most, j, s.text)
             self.assertEqual(s.value("zyolo_broker_up"), 0, s.text)  # stopped with the run
             self.assertEqual(s.value("zyolo_clients_running"), 0, s.text)
 
@@ -665,10 +680,10 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(clients_p.wait(60 if SANITIZER else 30), 0, clients_p.diagnostics())
             check_nothing_lost(self, load_report(report), requests)
 
-            answered = load_report(report)["requests"]
-            answered = answered["answered"] + answered["duplicates_dropped"]
+            j = load_report(report)
+            least, most = served_counts(j)
             s = broker.until("every request answered", lambda s: s.value(
-                "zyolo_requests_total", service="yolo", status="200") >= answered)
+                "zyolo_requests_total", service="yolo", status="200") >= least)
             self.assertEqual(s.value("zyolo_http_responses_total", code="400"), 1, s.text)
             self.assertEqual(s.value("zyolo_http_responses_total", code="431"), big_heads, s.text)
             self.assertEqual(s.value("zyolo_http_responses_total", code="405"), 1, s.text)
@@ -679,7 +694,7 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(s.value("zyolo_http_dropped_total", reason="overflow"), 0, s.text)
             self.assertEqual(s.value("zyolo_http_dropped_total", reason="send_failed"), 0, s.text)
             self.assertEqual(s.value("zyolo_http_connections"), 1, s.text)  # this scrape's
-            self.assertEqual(s.value("zyolo_requests_total", service="yolo", status="200"), answered, s.text)
+            self.assertBetween(s.value("zyolo_requests_total", service="yolo", status="200"), least, most, j, s.text)
             broker.promtool()
             self.assertEqual(status_body(port, "/healthz"), (200, "ok\n"))
             workers_p.signal(signal.SIGTERM)
@@ -743,8 +758,10 @@ class MetricsTest(unittest.TestCase):
             "clients": ["clients", "--connect", frontend, "--model", "none", "--requests", "1"],
             "run": ["run", "--model", "none", "--transport", "inproc", "--requests", "1"],
         }
-        for command, args in commands.items():
-            for bad in ("nohost", "h:0", "tcp://x:1", "127.0.0.1:65536", ":9464", "127.0.0.1:"):
+        bad_values = ("nohost", "h:0", "tcp://x:1", "127.0.0.1:65536", ":9464", "127.0.0.1:")
+        for i, (command, args) in enumerate(commands.items()):
+            # Under a sanitizer, where each start takes a while, one value per command.
+            for bad in bad_values[i:i + 1] if SANITIZER else bad_values:
                 with self.subTest(command=command, metrics=bad):
                     r = subprocess.run([ZYOLO] + args + ["--metrics", bad], capture_output=True, text=True,
                                        timeout=DEADLINE_S)
