@@ -316,9 +316,14 @@ class Endpoint:
         return s
 
     def until(self, what, condition, deadline_s=DEADLINE_S):
-        """Scrapes until condition(scrape) holds; that scrape."""
-        return wait_until(f"{self.name}: {what}", lambda: (lambda s: s if condition(s) else None)(self.scrape()),
-                          deadline_s, every_s=0.05)
+        """Scrapes until condition(scrape) holds; that scrape. On the deadline, the failure shows
+        the last scrape."""
+        try:
+            return wait_until(f"{self.name}: {what}", lambda: (lambda s: s if condition(s) else None)(self.scrape()),
+                              deadline_s, every_s=0.05)
+        except AssertionError as e:
+            last = self.last.text if self.last else "(none)"
+            raise AssertionError(f"{e}\n--- the last scrape of {self.name}:\n{clip(last)}") from None
 
     def promtool(self):
         """`promtool check metrics` on a fresh scrape: exit 0 and not a word (no lint warning)."""
@@ -451,7 +456,7 @@ class MetricsTest(unittest.TestCase):
             c_second = clients.until("more of the clients' answers", lambda s: c_answered(s) > c_answered(c_first))
             self.assertEqual(c_second.value("zyolo_clients_running"), 4)
             self.assertEqual(clients.readyz(), (200, "ready"))
-            w_served = lambda s: s.total("zyolo_worker_requests_total", status="200")
+            w_served = lambda s: s.total("zyolo_worker_requests_total", 0, status="200")
             w_first = workers.until("requests served", lambda s: w_served(s) > 0)
             workers.until("more requests served", lambda s: w_served(s) > w_served(w_first))
             self.assertTrue(clients_p.running(), "the clients ended before the mid-run scrapes: make the run longer")
