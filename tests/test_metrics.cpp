@@ -1,6 +1,6 @@
 // The metrics endpoint's parts: the HTTP request parser, the exposition writer, the histograms
 // actors report, the fleet's metrics across a broker restart, and the metrics actor itself over
-// real TCP connections (good requests, bad ones, slow ones, too many). tests/test_metrics.py
+// real TCP connections (good requests, bad ones, slow ones, too many). tests/test_scrape.py
 // scrapes whole fleets of processes with a real Prometheus parser and promtool.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>

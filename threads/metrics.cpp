@@ -28,6 +28,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -131,7 +132,8 @@ class MetricsServer {
     while (true) {
       zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
                                  {socket_.handle(), 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, 2, connections_.empty() ? milliseconds(-1) : idle_ / 4 + milliseconds(1));
+      const bool timers = !connections_.empty() || !closing_.empty();
+      zmq::poll(items, 2, timers ? idle_ / 4 + milliseconds(1) : milliseconds(-1));
       if (items[0].revents & ZMQ_POLLIN) {
         auto m = recv_pipe(pipe_);
         if (!m || m->command == PipeCommand::Term) return;
@@ -180,6 +182,10 @@ class MetricsServer {
   }
 
   void on_data(const std::string& id, std::string_view data) {
+    if (const auto closing = closing_.find(id); closing != closing_.end()) {
+      if (data.empty()) closing_.erase(closing);  // it went: nothing left to close
+      return;  // what it sent after we closed it is not read
+    }
     auto it = connections_.find(id);
     if (data.empty()) {  // a connection opened, or closed
       if (it == connections_.end()) {
@@ -265,19 +271,32 @@ class MetricsServer {
     return true;
   }
 
-  // Closes a connection: [id][empty] (libzmq closes it once what was sent before has gone).
+  // Closes a connection: [id][empty] (libzmq closes it once what was sent before has gone). One
+  // libzmq cannot take the close of yet waits in closing_ and is tried again each pass.
   void close(const std::string& id, bool known) {
+    if (!send_close(id)) closing_.insert(id);
+    if (known) connections_.erase(id);  // last: `id` may be its key
+  }
+
+  // Sends [id][empty]: true once libzmq took it, or the connection is gone already; false when
+  // the id frame is refused (EAGAIN: the connection's pipe is at its high-water mark, or is going
+  // because the peer left and libzmq has not yet said so). The empty frame must then not be sent:
+  // a STREAM socket takes a frame sent alone without sndmore as the routing id of a message, so
+  // every frame after it would be taken one place off (ids as data, data as ids) and the endpoint
+  // would answer no one again.
+  bool send_close(const std::string& id) {
     try {
-      (void)socket_.send(zmq::buffer(id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      if (!socket_.send(zmq::buffer(id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
       (void)socket_.send(zmq::message_t(), zmq::send_flags::dontwait);
-    } catch (const zmq::error_t&) {
+    } catch (const zmq::error_t&) {  // EHOSTUNREACH: it went
     }
-    if (known) connections_.erase(id);
+    return true;
   }
 
   // Closes the connections silent for metrics.idle_timeout_ms: a request half sent is dropped and
   // counted; an idle keep-alive connection is closed, as a server may.
   void close_idle() {
+    for (auto it = closing_.begin(); it != closing_.end();) it = send_close(*it) ? closing_.erase(it) : std::next(it);
     const auto now = Clock::now();
     for (auto it = connections_.begin(); it != connections_.end();) {
       const auto next = std::next(it);
@@ -291,7 +310,7 @@ class MetricsServer {
 
   MetricsServerStats stats() const {
     MetricsServerStats s = n_;
-    s.connections = static_cast<long>(connections_.size());
+    s.connections = static_cast<long>(connections_.size() + closing_.size());
     return s;
   }
 
@@ -334,6 +353,7 @@ class MetricsServer {
   std::size_t max_connections_;
   double start_time_s_;
   std::map<std::string, Connection> connections_;  // by routing id
+  std::set<std::string> closing_;  // closed here, the close not yet taken by libzmq (close())
   Exposed exposed_;
   bool fed_ = false;  // an EXPOSE came
   MetricsServerStats n_;

@@ -152,6 +152,7 @@ class Supervisor final : private FleetControl {
     start_metrics();
     start_actors();
     started_ = true;
+    refresh_metrics();  // what is served from "ready" on shows the actors started
     if (options_.on_started) options_.on_started();
     loop();
     stop_actors();
@@ -210,8 +211,8 @@ class Supervisor final : private FleetControl {
   // workers) when every service has a worker registered with a broker; clients (zyolo clients)
   // while they run.
   std::string unready() const {
-    if (finished_) return report_.interrupted ? "stopped" : "the run has ended";
     if (!started_) return "starting";
+    if (finished_) return report_.interrupted ? "stopped" : "the run has ended";
     if (options_.broker && !broker_) return fmt::format("the {} is stopped", broker_name());
     if (options_.broker && !proxy_mode()) {
       if (!last_broker_) return "no STATS from the broker yet";
