@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "run_binary.hpp"
 
@@ -204,4 +205,43 @@ TEST_CASE("--config given twice: the second file overlays the first, and each mu
   INFO(d.err);
   CHECK(d.code == 2);
   CHECK(has(d.err, "--model none"));
+}
+
+// An endpoint list (a broker pair's) that cannot work is an error before anything starts (exit 2,
+// nothing bound, nothing connected): mixed transports, an empty item, an endpoint twice; a list
+// where one endpoint is bound; and the same rules for a list in a config file, named by its key.
+TEST_CASE("bad endpoint lists are errors that name the flag or the key") {
+  struct Case {
+    std::string args, says;
+  };
+  const std::vector<Case> cases = {
+      {"clients --connect tcp://127.0.0.1:1,ipc:///tmp/zyolo-x.ipc --requests 1", "one transport"},
+      {"workers --connect ipc:///tmp/zyolo-x.ipc,tcp://127.0.0.1:1", "one transport"},
+      {"clients --connect tcp://127.0.0.1:1,,tcp://127.0.0.1:2 --requests 1", "item 2 of the list is empty"},
+      {"workers --connect tcp://127.0.0.1:1,", "item 2 of the list is empty"},
+      {"clients --connect tcp://127.0.0.1:1,tcp://127.0.0.1:1 --requests 1", "tcp://127.0.0.1:1 is in the list twice"},
+      {"broker --frontend tcp://127.0.0.1:1,tcp://127.0.0.1:2", "binds one endpoint"},
+  };
+  for (const auto& c : cases) {
+    auto r = zyolo(c.args + (c.args.starts_with("broker") ? "" : " --model none"));
+    INFO(c.args, " -> ", r.out, r.err);
+    CHECK(r.code == 2);
+    CHECK(has(r.err, c.says));
+    CHECK(has(r.err, c.args.starts_with("broker") ? "--frontend" : "--connect"));
+    CHECK_FALSE(has(r.out, "ready"));
+  }
+  TempFile mixed("mixed.toml", "[endpoints]\ntcp_frontend = \"tcp://127.0.0.1:1,ipc:///tmp/zyolo-x.ipc\"\n");
+  auto r = zyolo("clients --requests 1 --model none --config " + mixed.path);
+  INFO(r.out, r.err);
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "endpoints.tcp_frontend"));
+  CHECK(has(r.err, "one transport"));
+  TempFile pair("pair.toml", "[endpoints]\ninproc_backend = \"inproc://a,inproc://b\"\n");
+  r = zyolo("run --transport inproc --requests 1 --model none --config " + pair.path);
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "in-process broker"));
+  TempFile control("control.toml", "[endpoints]\ntcp_control = \"tcp://127.0.0.1:1,tcp://127.0.0.1:2\"\n");
+  r = zyolo("workers --model none --config " + control.path);
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "endpoints.tcp_control"));
 }

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 #include <toml++/toml.h>
+#include <vector>
 
 #include "generated/default_config.hpp"
 #include "src/config/config.hpp"
@@ -243,4 +244,34 @@ TEST_CASE("validate checks every key's own range, naming the key and its flag") 
   c = default_config();
   c.broker.liveness = 0;
   CHECK(error_of([&] { validate(c); }) == "broker.liveness must be between 1 and 100");
+}
+
+// A frontend or backend may be a comma-separated list (a broker pair's); a single endpoint is a
+// list of one, and a list that cannot work is refused by validate(), naming the key.
+TEST_CASE("endpoint lists: split in order; one transport, no empty item, no repeats") {
+  CHECK(split_endpoints("tcp://a:1") == std::vector<std::string>{"tcp://a:1"});
+  CHECK(split_endpoints("tcp://a:1,tcp://b:1") == std::vector<std::string>{"tcp://a:1", "tcp://b:1"});
+  CHECK(split_endpoints("tcp://a:1,") == std::vector<std::string>{"tcp://a:1", ""});
+  Config c = default_config();
+  c.run.transport = "tcp";
+  c.endpoints.tcp_frontend = "tcp://127.0.0.1:1,tcp://127.0.0.1:2";
+  c.endpoints.tcp_backend = "tcp://127.0.0.1:3,tcp://127.0.0.1:4";
+  validate(c);
+  CHECK(c.frontends().size() == 2);
+  CHECK(c.backends() == std::vector<std::string>{"tcp://127.0.0.1:3", "tcp://127.0.0.1:4"});
+  CHECK(error_of([&] { require_single_endpoints(c, "the broker"); }).find("endpoints.tcp_frontend") != std::string::npos);
+  auto refused = [&](const std::string& list, const std::string& says) {
+    Config bad = c;
+    bad.endpoints.tcp_backend = list;
+    const std::string msg = error_of([&] { validate(bad); });
+    CAPTURE(list);
+    CHECK(msg.find("endpoints.tcp_backend") != std::string::npos);
+    CHECK(msg.find(says) != std::string::npos);
+  };
+  refused("tcp://127.0.0.1:3,ipc:///tmp/x.ipc", "one transport");
+  refused("tcp://127.0.0.1:3,,tcp://127.0.0.1:4", "item 2 of the list is empty");
+  refused(",tcp://127.0.0.1:3", "item 1 of the list is empty");
+  refused("tcp://127.0.0.1:3,tcp://127.0.0.1:4,tcp://127.0.0.1:3", "tcp://127.0.0.1:3 is in the list twice");
+  c.endpoints.tcp_control = "tcp://127.0.0.1:5,tcp://127.0.0.1:6";
+  CHECK(error_of([&] { validate(c); }).find("endpoints.tcp_control") != std::string::npos);
 }

@@ -47,7 +47,11 @@ Config node_config(const CLI::App& cmd, const NodeFlags& f) {
   auto take = [&](const char* flag, const std::string& endpoint, std::string EndpointConfig::*tcp,
                   std::string EndpointConfig::*ipc) {
     if (!given(flag)) return;
-    const std::string t = transport_of(endpoint, flag);
+    check_endpoint_list(flag, endpoint);  // a list (--connect A,B): one transport, no gaps, no repeats
+    if (cmd.get_name() == "broker" && split_endpoints(endpoint).size() > 1)
+      throw ConfigError(fmt::format("{} {}: zyolo broker binds one endpoint; a list is for clients and workers",
+                                    flag, endpoint));
+    const std::string t = transport_of(split_endpoints(endpoint).front(), flag);
     if (!transport.empty() && t != transport)
       throw ConfigError(fmt::format("{} {}: all endpoints must be tcp:// or all ipc://", flag, endpoint));
     transport = t;
@@ -92,6 +96,7 @@ int broker_command(const CLI::App& cmd, const NodeFlags& f) {
   block_stop_signals();
   Config config = node_config(cmd, f);
   settle_node(config, CurveRole::Broker);
+  require_single_endpoints(config, "zyolo broker");
   const std::string where = fmt::format("frontend {} backend {} control {}", config.frontend(),
                                         config.backend(), config.control());
   const Report report = run_fleet(config, {.workers = false, .clients = false,
@@ -166,7 +171,7 @@ Subcommand add_workers_command(CLI::App& root) {
   auto flags = std::make_shared<NodeFlags>();
   auto& f = *flags;
   auto* cmd = root.add_subcommand("workers", "Run a pool of workers alone, until SIGINT or SIGTERM");
-  cmd->add_option("--connect", f.connect, "The broker's backend: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_backend)");
+  cmd->add_option("--connect", f.connect, "The broker's backend: tcp://HOST:PORT or ipc://PATH, or a comma-separated list of a broker pair's (endpoints.tcp_backend)");
   cmd->add_option("--control", f.control, "The broker's demand, for --autoscale (endpoints.tcp_control)");
   f.settings.add(*cmd, {"run.workers", ZYOLO_DETECTOR_KEYS, "worker.service_ms", "autoscale.enabled",
                         "autoscale.min_workers", "autoscale.max_workers", "curve.server_key"});
@@ -178,7 +183,7 @@ Subcommand add_clients_command(CLI::App& root) {
   auto flags = std::make_shared<NodeFlags>();
   auto& f = *flags;
   auto* cmd = root.add_subcommand("clients", "Run clients alone until every request has ended; report as zyolo run");
-  cmd->add_option("--connect", f.connect, "The broker's frontend: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_frontend)");
+  cmd->add_option("--connect", f.connect, "The broker's frontend: tcp://HOST:PORT or ipc://PATH, or a comma-separated list of a broker pair's (endpoints.tcp_frontend)");
   f.settings.add(*cmd, {"run.clients", "run.requests", "run.duration_s", "client.in_flight", "client.images", "worker.model",
                         "curve.server_key"});
   cmd->add_option("--report", f.report_file, "Write the report as JSON to this file");

@@ -40,6 +40,7 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   flags.settings.apply(config);
   check_autoscale_flags(flags.settings, config);
   validate(config);
+  require_single_endpoints(config, "zyolo run's in-process broker");
   settle_curve(config, CurveRole::None);
   if (scenario)
     settle_scenario(*scenario, config, run.count("--seed") ? std::optional(flags.seed) : std::nullopt);

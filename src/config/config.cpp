@@ -7,6 +7,7 @@
 #include <charconv>
 
 #include <toml++/toml.h>
+#include <utility>
 #include <vector>
 
 #include "generated/default_config.hpp"
@@ -112,6 +113,43 @@ std::string Config::control() const {
   if (run.transport == "ipc") return endpoints.ipc_control;
   if (run.transport == "tcp") return endpoints.tcp_control;
   return endpoints.inproc_control;
+}
+
+std::vector<std::string> Config::frontends() const { return split_endpoints(frontend()); }
+std::vector<std::string> Config::backends() const { return split_endpoints(backend()); }
+
+std::vector<std::string> split_endpoints(std::string_view list) {
+  std::vector<std::string> items;
+  for (;;) {
+    const auto comma = list.find(',');
+    items.emplace_back(list.substr(0, comma));
+    if (comma == std::string_view::npos) return items;
+    list.remove_prefix(comma + 1);
+  }
+}
+
+void check_endpoint_list(std::string_view what, std::string_view list) {
+  const auto items = split_endpoints(list);
+  if (items.size() == 1) return;  // one endpoint: as before, whatever it is
+  auto scheme = [](const std::string& e) { return e.substr(0, e.find("://")); };
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (items[i].empty())
+      throw ConfigError(fmt::format("{} '{}': item {} of the list is empty", what, list, i + 1));
+    if (scheme(items[i]) != scheme(items[0]))
+      throw ConfigError(fmt::format("{} '{}': a list must use one transport, not {} and {}", what,
+                                    list, items[0], items[i]));
+    for (std::size_t j = 0; j < i; ++j)
+      if (items[j] == items[i])
+        throw ConfigError(fmt::format("{} '{}': {} is in the list twice", what, list, items[i]));
+  }
+}
+
+void require_single_endpoints(const Config& config, std::string_view who) {
+  for (const auto& [key, value] : {std::pair{"frontend", config.frontend()}, {"backend", config.backend()}})
+    if (split_endpoints(value).size() > 1)
+      throw ConfigError(fmt::format(
+          "endpoints.{}_{} '{}': {} binds one endpoint; a list is for clients and workers",
+          config.run.transport, key, value, who));
 }
 
 Config default_config() {
@@ -239,6 +277,11 @@ void validate(Config& config) {
   if (config.frontend().empty() || config.backend().empty() || config.control().empty())
     throw ConfigError(fmt::format("endpoints.{0}_frontend, {0}_backend and {0}_control must be set",
                                   config.run.transport));
+  for (const auto& [key, value] : {std::pair{"frontend", config.frontend()}, {"backend", config.backend()}})
+    check_endpoint_list(fmt::format("endpoints.{}_{}", config.run.transport, key), value);
+  if (split_endpoints(config.control()).size() > 1)
+    throw ConfigError(fmt::format("endpoints.{}_control '{}' must be one endpoint, not a list",
+                                  config.run.transport, config.control()));
   const auto& so = config.sockets;
   if (so.reconnect_ivl_max_ms != 0 && so.reconnect_ivl_max_ms < so.reconnect_ivl_ms)
     throw ConfigError("sockets.reconnect_ivl_max_ms must be 0 (no back-off) or >= sockets.reconnect_ivl_ms");

@@ -28,6 +28,9 @@ struct RunConfig {
   double time_scale = 1.0;
 };
 
+// Each is one endpoint string; the frontend and backend may also be a list, comma-separated
+// ("tcp://A:5555,tcp://B:5555"), for clients and workers of a broker pair (README, Reliability):
+// one transport, no empty item, no endpoint twice (validate() checks; a broker binds one).
 struct EndpointConfig {
   std::string inproc_frontend, inproc_backend;
   std::string ipc_frontend, ipc_backend;
@@ -145,7 +148,18 @@ struct Config {
   std::string frontend() const;
   std::string backend() const;
   std::string control() const;  // where the broker publishes demand
+  // The same two split into their items (a single endpoint is a list of one).
+  std::vector<std::string> frontends() const;
+  std::vector<std::string> backends() const;
 };
+
+// The items of a comma-separated endpoint list, as they are (checked by check_endpoint_list).
+std::vector<std::string> split_endpoints(std::string_view list);
+// Throws ConfigError, naming `what` (a key or a flag), when `list` has an empty item, mixes
+// transports (the part before "://"), or names an endpoint twice.
+void check_endpoint_list(std::string_view what, std::string_view list);
+// Throws ConfigError when the frontend or backend is a list: `who` binds one of each.
+void require_single_endpoints(const Config& config, std::string_view who);
 
 // A configuration error: the message names the file, the key and what is wrong with it.
 struct ConfigError : std::runtime_error {
