@@ -317,3 +317,90 @@ TEST_CASE("over tcp, a connection that comes back has the outstanding request se
   CHECK(records[0].retries == 1);      // sent again once, on the connection that came back
   CHECK(totals["reconnects"] == 0);    // ... without a new socket: no timeout passed
 }
+
+// A broker pair: the client is given two frontends, "A,B". A takes the requests and never answers
+// (a broker that died holding them), or is not there at all; after the timeout the client's new
+// socket goes to B with every outstanding request, ids unchanged. B answers each twice: each
+// request is delivered once, the repeats dropped and counted; the requests sent after the switch
+// go to B too (no timeout, no move).
+namespace {
+void broker_pair_case(bool first_listens) {
+  zmq::context_t ctx = make_context();
+  const std::string a = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+  const std::string b = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+  Config c = default_config();
+  c.run.transport = "tcp";
+  c.endpoints.tcp_frontend = a + "," + b;
+  c.worker.model = "none";
+  c.run.duration_s = 0;
+  c.run.requests = 6;
+  c.client.in_flight = 3;
+  c.client.adaptive_timeout = false;
+  c.client.timeout_ms = 500;
+  c.client.deadline_ms = 10000;
+  validate(c);
+  REQUIRE(c.frontends() == std::vector<std::string>{a, b});
+  auto router = [&](const std::string& endpoint) {
+    zmq::socket_t s(ctx, zmq::socket_type::router);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::router_handover, true);
+    s.bind(endpoint);
+    return s;
+  };
+  std::optional<zmq::socket_t> ra;
+  if (first_listens) ra.emplace(router(a));
+  zmq::socket_t rb = router(b);
+  const ReportTo report_to{"inproc://test-client-reports", 0};
+  zmq::socket_t reports = zyolo_test::report_socket(ctx, report_to.endpoint);
+  Actor cl(ctx, "client", [c, report_to](zmq::context_t& x, zmq::socket_ref p) { client(x, p, c, "c0", 6, report_to); });
+  struct Request {
+    std::string who, id, payload;
+  };
+  auto next = [](zmq::socket_t& s) {
+    auto f = zyolo_test::recv(s);
+    REQUIRE(f.has_value());
+    auto m = decode_client_request(std::move(*f));
+    REQUIRE(m.ok());
+    auto r = decode_app_request(std::move(m->body));
+    REQUIRE(r.ok());
+    return Request{to_string(m->sender), r->id, to_string(r->payload)};
+  };
+  std::set<std::string> at_a, at_b;
+  if (ra)
+    for (int i = 0; i < 3; ++i) at_a.insert(next(*ra).id);  // held, never answered
+  for (int i = 0; i < 6; ++i) {
+    const Request r = next(rb);
+    at_b.insert(r.id);
+    for (int twice = 0; twice < 2; ++twice) {
+      zmq::message_t to(r.who.data(), r.who.size());
+      Frames reply = encode_client_reply(to, c.run.service, encode_app_reply(r.id, 200, "{}", zmq::message_t(r.payload)));
+      REQUIRE(send_frames(rb, reply));
+    }
+  }
+  if (ra) CHECK(at_a == std::set<std::string>{"c0-0", "c0-1", "c0-2"});
+  CHECK(at_b == std::set<std::string>{"c0-0", "c0-1", "c0-2", "c0-3", "c0-4", "c0-5"});
+  std::vector<ClientRecord> records;
+  auto totals = wait_done(reports, records);
+  CHECK(totals["sent"] == 6);
+  CHECK(totals["answered"] == 6);
+  CHECK(totals["mismatched"] == 0);
+  CHECK(totals["duplicates_dropped"] == 6);
+  CHECK(totals["reconnects"] == 1);  // one move, from A to B
+  REQUIRE(records.size() == 6);
+  std::set<uint32_t> seqs;
+  for (const auto& r : records) {
+    CHECK(r.status == 200);
+    CHECK(r.retries == (r.seq < 3 ? 1 : 0));  // the first three were sent to A, then to B
+    seqs.insert(r.seq);
+  }
+  CHECK(seqs == std::set<uint32_t>{0, 1, 2, 3, 4, 5});
+}
+}  // namespace
+
+TEST_CASE("two frontends, the first silent: after the timeout every request goes to the second, once") {
+  broker_pair_case(true);
+}
+
+TEST_CASE("two frontends, the first not there: the requests go to the second after the timeout") {
+  broker_pair_case(false);
+}

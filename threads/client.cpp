@@ -9,6 +9,12 @@
 // this safe: the broker drops a retry of a request it still holds, and a reply whose id is no
 // longer outstanding is a late answer to an earlier attempt, dropped and counted.
 //
+// Given a list of frontends (endpoints.*_frontend "A,B": a broker pair), the client talks to one
+// at a time, starting with the first; each timeout moves the new socket to the next one in the
+// list (round), and the outstanding requests are sent there with their ids unchanged, so that a
+// request the lost broker held is answered by the other one, and a late answer from either is
+// dropped as above. With one endpoint every retry goes back to it, as the guide's client does.
+//
 // The timeout (client.adaptive_timeout, on by default) follows the answers, by TCP's rule
 // (RFC 6298): smoothed round trip + 4 x its variation, no less than client.min_timeout_ms (or
 // timeout_ms if that is less), no more than the deadline. client.timeout_ms is where it starts,
@@ -154,13 +160,13 @@ class Client {
   // back (a broker restarted, a network healed) every outstanding request is sent again at once,
   // not after its timeout.
   void connect() {
+    const std::string& frontend = frontends_[current_];
     watch_.reset();  // before the socket it watches
     socket_.emplace(ctx_, zmq::socket_type::dealer);
     apply_socket_options(*socket_, config_, Side::Connects);
     socket_->set(zmq::sockopt::routing_id, routing_id_);
-    watch_connection(watch_, ctx_, *socket_, config_.frontend(),
-                     fmt::format("{}-{}", routing_id_, ++sockets_));
-    socket_->connect(config_.frontend());
+    watch_connection(watch_, ctx_, *socket_, frontend, fmt::format("{}-{}", routing_id_, ++sockets_));
+    socket_->connect(frontend);
   }
 
   bool may_send() const {
@@ -229,10 +235,12 @@ class Client {
     }
   }
 
-  // Lazy Pirate: a new socket, and every outstanding request sent again on it.
+  // Lazy Pirate: a new socket, to the next frontend of the list (the same one if it is the only
+  // one), and every outstanding request sent again on it.
   void retry_all(Clock::time_point now) {
     ++reconnects_;
     timeout_.back_off();
+    current_ = (current_ + 1) % frontends_.size();
     connect();
     resend_all(now);
   }
@@ -367,6 +375,8 @@ class Client {
   const bool yolo_ = config_.worker.model != "none";
   const bool save_ = !config_.client.save_detections.empty();
   std::vector<Image> images_;  // empty: a synthetic payload that carries the request id
+  const std::vector<std::string> frontends_ = config_.frontends();  // one, or a broker pair's
+  std::size_t current_ = 0;  // the one the socket is connected to
   std::optional<zmq::socket_t> socket_;
   std::optional<ConnectionWatch> watch_;  // tcp and ipc: tells when the connection is back
   long sockets_ = 0;                      // sockets opened: names each one's monitor
