@@ -66,11 +66,12 @@ class RepWorker : public WorkerCore {
   }
 
  private:
-  // A new REP socket (closing the old one), connected to the proxy's backend.
+  // A new REP socket (closing the old one), connected to the proxy's backend (to each of a list:
+  // REP takes requests from every peer it has).
   void connect() {
     socket_.emplace(ctx_, zmq::socket_type::rep);  // closes the old one first
     apply_socket_options(*socket_, config_, Side::Connects);
-    socket_->connect(config_.backend());
+    for (const auto& endpoint : config_.backends()) socket_->connect(endpoint);
     n_.registered = true;  // no handshake: connected is all a REP worker can be
     heard_at_ = Clock::now();
   }

@@ -5,6 +5,14 @@
 // DISCONNECT) it closes the socket, waits a back-off that doubles up to a ceiling, and registers
 // again on a new socket.
 //
+// Given a list of backends (endpoints.*_backend "A,B": a broker pair), the worker is registered
+// with one at a time, starting with the first, and moves to the next in the list when the one it
+// is with goes silent for liveness x heartbeat: at once, without the back-off, unless that brings
+// it round to the first again (a whole round heard from no broker), which the back-off paces.
+// A DISCONNECT keeps it where it is (that broker is alive and only does not know it). With one
+// endpoint it always reconnects to that one, as before. (Why this and not one socket per broker:
+// README, Reliability.)
+//
 // Leaving is a handshake, so that no request is lost or re-queued when a worker goes (RETIRE from
 // the controller or a scenario, or $TERM at the end of a run): the worker says DISCONNECT and
 // keeps reading. A REQUEST the broker sent before it read the DISCONNECT crossed it on the wire;
@@ -26,6 +34,8 @@
 #include <chrono>
 #include <optional>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "src/wire/actor.hpp"
 #include "src/wire/monitor.hpp"
@@ -85,6 +95,7 @@ class Worker : public WorkerCore {
       }
       if (socket_ && now >= heard_at_ + silence_) {
         lost_broker();
+        next_backend();
       } else if (socket_ && now >= heartbeat_at_) {
         send(encode_worker_command(Command::Heartbeat));
         heartbeat_at_ = now + heartbeat_;
@@ -109,8 +120,8 @@ class Worker : public WorkerCore {
     apply_socket_options(*socket_, config_, Side::Connects);
     const std::string routing_id = make_routing_id(id_, instance_, ++generation_);
     socket_->set(zmq::sockopt::routing_id, routing_id);
-    watch_connection(watch_, ctx_, *socket_, config_.backend(), routing_id);
-    socket_->connect(config_.backend());
+    watch_connection(watch_, ctx_, *socket_, backends_[current_], routing_id);
+    socket_->connect(backends_[current_]);
     send(encode_worker_ready(config_.run.service));
     heard_at_ = connected_at_ = Clock::now();
     heartbeat_at_ = heard_at_ + heartbeat_;
@@ -121,6 +132,14 @@ class Worker : public WorkerCore {
     n_.registered = false;
     watch_.reset();
     socket_.reset();  // closes it: anything queued for the old broker is gone, as it should be
+  }
+
+  // The broker went silent: the next connection goes to the next backend of the list, at once
+  // unless the list has come round to its first again.
+  void next_backend() {
+    if (backends_.size() < 2) return;
+    current_ = (current_ + 1) % backends_.size();
+    register_now_ = current_ != 0;
   }
 
   // The broker said DISCONNECT: it is there and does not know this worker (it restarted), so the
@@ -209,6 +228,8 @@ class Worker : public WorkerCore {
   }
 
   zmq::context_t& ctx_;
+  const std::vector<std::string> backends_ = config_.backends();  // one, or a broker pair's
+  std::size_t current_ = 0;  // the one the socket is connected to
   milliseconds heartbeat_, silence_, backoff_;
   std::optional<zmq::socket_t> socket_;
   std::optional<ConnectionWatch> watch_;  // tcp and ipc: tells when the connection is back
