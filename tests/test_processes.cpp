@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "run_binary.hpp"
 #include "scenario_runs.hpp"
 #include "sockets.hpp"
+#include "src/config/config.hpp"
 
 namespace {
 
@@ -109,6 +111,67 @@ TEST_CASE("the broker killed with SIGKILL mid-run and started again: nothing los
   CHECK(late > 0);
   broker->signal(SIGTERM);
   CHECK(broker->wait() == 0);
+  workers.signal(SIGTERM);
+  CHECK(workers.wait() == 0);
+}
+
+// A broker pair without --ha: two independent brokers A and B; workers and clients are given both
+// ("--connect A,B"), and start with A. A is killed with SIGKILL mid-run: the workers, hearing
+// nothing for liveness x heartbeat, register with B; the clients' timeouts move them to B with
+// their requests' ids unchanged. Every request is answered once, and the first answer after the
+// kill comes within that silence plus one heartbeat (the last A sent may be up to one old) plus
+// the clients' largest timeout (client.timeout_ms) and the report's 100 ms rows.
+TEST_CASE("a broker pair: A killed with SIGKILL mid-run, workers and clients move to B, nothing lost") {
+  Endpoints a, b;
+  auto broker_a = std::make_unique<Process>(a.broker_args());
+  Process broker_b(b.broker_args());
+  REQUIRE(broker_a->wait_for("ready", 20s));
+  REQUIRE(broker_b.wait_for("ready", 20s));
+  Process workers({"workers", "--connect", a.backend + "," + b.backend, "--workers", "2", "--model", "none",
+                   "--service-ms", "20"});
+  REQUIRE(workers.wait_for("ready", 20s));
+  const std::string base = "/tmp/zyolo-test-processes-pair-" + std::to_string(::getpid());
+  const std::string report = base + ".json";
+  zyolo_test::TempFile rows("pair-rows.toml", "[run]\nreport_interval_ms = 100\n");
+  constexpr long kRequests = 500;  // ~100 a second (2 workers, 20 ms each): ~5 s of work
+  Process clients({"clients", "--connect", a.frontend + "," + b.frontend, "--model", "none", "--clients", "4",
+                   "--requests", std::to_string(kRequests), "--config", rows.path, "--quiet", "--report", report});
+  // The fault's timing, not synchronisation: the clients are well into their run at 1.5 s.
+  std::this_thread::sleep_for(1500ms);
+  const auto killed_at = std::chrono::steady_clock::now();
+  broker_a->signal(SIGKILL);
+  CHECK(broker_a->wait() == 128 + SIGKILL);
+  CHECK(clients.wait() == 0);  // exit 0: every request ended, none lost or delivered twice
+  const double run_after_kill = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  auto j = nlohmann::json::parse(zyolo_test::slurp(report));
+  std::remove(report.c_str());
+  zyolo_test::check_nothing_lost(j);
+  CHECK(j["requests"]["answered"] == kRequests);
+  CHECK(j["requests"]["retries"].get<long>() >= 1);  // what A held was sent again, to B
+  // The outage: the longest time between two 100 ms rows with answers (the real one is up to a
+  // row shorter).
+  double gap = 0, gap_from = 0, answered_at = 0;
+  for (const auto& row : j["timeline"]) {
+    if (row["answered"].get<long>() == 0) continue;
+    const double t = row["t"].get<double>();
+    if (t - answered_at > gap) {
+      gap = t - answered_at;
+      gap_from = answered_at;
+    }
+    answered_at = t;
+  }
+  const zyolo::Config defaults = zyolo::default_config();
+  const double bound = (defaults.broker.silence_ms() + defaults.broker.heartbeat_ms + defaults.client.timeout_ms) / 1000.0 + 0.2;
+  MESSAGE("broker pair: no answer for " << gap << " s from t=" << gap_from << " s (bound " << bound
+          << " s); the run went on " << run_after_kill << " s after the kill; latency max "
+          << j["latency_ms"]["max"] << " ms; retries " << j["requests"]["retries"]);
+  CHECK(gap > 0.3);  // the kill was seen: a real outage
+  CHECK(gap < bound);
+  CHECK(j["latency_ms"]["max"].get<double>() < bound * 1000);
+  broker_b.signal(SIGTERM);
+  CHECK(broker_b.wait() == 0);
+  INFO(broker_b.output());
+  CHECK_FALSE(zyolo_test::has(broker_b.output(), "replies 0 "));  // B served after the kill
   workers.signal(SIGTERM);
   CHECK(workers.wait() == 0);
 }
