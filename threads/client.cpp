@@ -13,7 +13,8 @@
 // at a time, starting with the first; each timeout moves the new socket to the next one in the
 // list (round), and the outstanding requests are sent there with their ids unchanged, so that a
 // request the lost broker held is answered by the other one, and a late answer from either is
-// dropped as above. With one endpoint every retry goes back to it, as the guide's client does.
+// dropped as above. The timeout backs off only when the list comes round to its first again.
+// With one endpoint every retry goes back to it, backed off each time, as before.
 //
 // The timeout (client.adaptive_timeout, on by default) follows the answers, by TCP's rule
 // (RFC 6298): smoothed round trip + 4 x its variation, no less than client.min_timeout_ms (or
@@ -236,11 +237,12 @@ class Client {
   }
 
   // Lazy Pirate: a new socket, to the next frontend of the list (the same one if it is the only
-  // one), and every outstanding request sent again on it.
+  // one), and every outstanding request sent again on it. The timeout backs off once a whole
+  // round of the list has timed out: a silent broker says nothing of how fast the next one is.
   void retry_all(Clock::time_point now) {
     ++reconnects_;
-    timeout_.back_off();
     current_ = (current_ + 1) % frontends_.size();
+    if (current_ == 0) timeout_.back_off();
     connect();
     resend_all(now);
   }
