@@ -464,3 +464,62 @@ TEST_CASE("the broker publishes each service's demand on its control socket") {
   CHECK(yolo["clients"] == 2);
   CHECK(yolo["workers"] == 1);
 }
+
+// A worker given two backends (a broker pair's) starts with the first; when it goes silent for
+// liveness x heartbeat the worker registers with the second at once, not after its back-off (here
+// 2 s), and serves there; it does not go back to the first while the second answers.
+TEST_CASE("a worker with two backends moves to the second when the first goes silent, and serves there") {
+  zmq::context_t ctx = make_context();
+  Config c = default_config();
+  c.run.transport = "tcp";
+  const std::string a = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+  const std::string b = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+  c.endpoints.tcp_backend = a + "," + b;
+  c.worker.model = "none";
+  c.worker.service_ms = 0;
+  c.worker.reconnect_initial_ms = 2000;
+  c.broker.heartbeat_ms = 100;
+  c.broker.liveness = 3;
+  validate(c);
+  auto router = [&](const std::string& endpoint) {
+    zmq::socket_t s(ctx, zmq::socket_type::router);
+    s.set(zmq::sockopt::linger, 0);
+    s.bind(endpoint);
+    return s;
+  };
+  zmq::socket_t ra = router(a), rb = router(b);
+  Actor w(ctx, "w", [c](zmq::context_t& x, zmq::socket_ref p) { worker(x, p, c, "w"); });
+  auto command_of = [](std::optional<Frames> f) {
+    REQUIRE(f.has_value());
+    auto m = decode_from_worker(std::move(*f));
+    REQUIRE(m.ok());
+    return std::move(m.value());
+  };
+  CHECK(command_of(recv(ra)).command == Command::Ready);  // the first: then silence
+  const auto registered = std::chrono::steady_clock::now();
+  auto ready = command_of(recv(rb, 5s));
+  const double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - registered).count();
+  CHECK(ready.command == Command::Ready);
+  CHECK(after >= 0.25);  // not before the silence (300 ms; the clocks differ by a little)
+  CHECK(after < 1.5);    // ... and without the 2 s back-off
+  Frames body = encode_app_request("r1", "", zmq::message_t(std::string("hello")));
+  send(rb, encode_broker_request(ready.peer, zmq::message_t(std::string("client-1")), std::move(body)));
+  for (;;) {  // heartbeats may come first: answered, as a live broker does
+    auto m = command_of(recv(rb));
+    if (m.command == Command::Heartbeat) {
+      send(rb, encode_broker_command(ready.peer, Command::Heartbeat));
+      continue;
+    }
+    REQUIRE(m.command == Command::Reply);
+    CHECK(to_string(m.client) == "client-1");
+    auto reply = decode_app_reply(std::move(m.body));
+    REQUIRE(reply.ok());
+    CHECK(reply->id == "r1");
+    CHECK(reply->status == 200);
+    break;
+  }
+  // The first broker heard READY once, then heartbeats only: the worker did not come back.
+  int readies = 0;
+  while (auto f = recv(ra, 0ms)) readies += command_of(std::move(f)).command == Command::Ready;
+  CHECK(readies == 0);
+}
