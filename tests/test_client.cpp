@@ -320,9 +320,9 @@ TEST_CASE("over tcp, a connection that comes back has the outstanding request se
 
 // A broker pair: the client is given two frontends, "A,B". A takes the requests and never answers
 // (a broker that died holding them), or is not there at all; after the timeout the client's new
-// socket goes to B with every outstanding request, ids unchanged. B answers each twice: each
-// request is delivered once, the repeats dropped and counted; the requests sent after the switch
-// go to B too (no timeout, no move).
+// socket goes to B with every outstanding request, ids unchanged. B answers each twice (the last
+// once): each request is delivered once, the repeats dropped and counted; the requests sent after
+// the switch go to B too (no timeout, no move).
 namespace {
 void broker_pair_case(bool first_listens) {
   zmq::context_t ctx = make_context();
@@ -371,7 +371,9 @@ void broker_pair_case(bool first_listens) {
   for (int i = 0; i < 6; ++i) {
     const Request r = next(rb);
     at_b.insert(r.id);
-    for (int twice = 0; twice < 2; ++twice) {
+    // Each answered twice but the last: a repeat of the last could come after the client ended.
+    // The others' repeats come before the next answer on the same connection, so each is read.
+    for (int twice = 0; twice < (i < 5 ? 2 : 1); ++twice) {
       zmq::message_t to(r.who.data(), r.who.size());
       Frames reply = encode_client_reply(to, c.run.service, encode_app_reply(r.id, 200, "{}", zmq::message_t(r.payload)));
       REQUIRE(send_frames(rb, reply));
@@ -384,7 +386,7 @@ void broker_pair_case(bool first_listens) {
   CHECK(totals["sent"] == 6);
   CHECK(totals["answered"] == 6);
   CHECK(totals["mismatched"] == 0);
-  CHECK(totals["duplicates_dropped"] == 6);
+  CHECK(totals["duplicates_dropped"] == 5);
   CHECK(totals["reconnects"] == 1);  // one move, from A to B
   REQUIRE(records.size() == 6);
   std::set<uint32_t> seqs;
