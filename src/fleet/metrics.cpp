@@ -3,6 +3,7 @@
 #include "src/fleet/metrics.hpp"
 
 #include "src/config/allocator.hpp"
+#include "src/wire/binary_star.hpp"
 #include "src/wire/exposition.hpp"
 
 namespace zyolo {
@@ -176,6 +177,17 @@ std::string FleetMetrics::render() const {
                b.protocol_errors_by_kind.unasked_reply);
       e.sample("zyolo_protocol_errors_total", {{"kind", "reserved_service"}},
                b.protocol_errors_by_kind.reserved_service);
+      if (!b.ha_state.empty()) {  // one of a broker pair (ha.role)
+        e.family("zyolo_ha_state", "gauge",
+                 "The broker pair's state of this broker (Binary Star): 1 for the state it is in");
+        for (const HaState st : kHaStates)
+          e.sample("zyolo_ha_state", {{"state", ha_state_name(st)}},
+                   b.ha_state == ha_state_name(st) ? 1L : 0L);
+        e.single("zyolo_ha_transitions_total", "counter", "State changes of this broker of a pair",
+                 b.ha_transitions);
+        e.single("zyolo_ha_dropped_total", "counter",
+                 "Client requests this broker of a pair dropped while not ACTIVE", b.ha_dropped);
+      }
     }
     if (zap_) {
       e.single("zyolo_curve_allowed_keys", "gauge", "Public keys on the broker's CURVE allow-list",
