@@ -20,7 +20,6 @@
 
 #include "process.hpp"
 #include "run_binary.hpp"
-#include "scenario_runs.hpp"
 #include "sockets.hpp"
 
 namespace {
@@ -103,9 +102,10 @@ struct RawClient {
 }  // namespace
 
 TEST_CASE("a broker pair over tcp: failover to the backup on a client's vote, the primary back as passive") {
-  const double k = zyolo_test::time_scale();
-  const auto ms = [k](double v) { return std::chrono::milliseconds(static_cast<long>(v * k)); };
-  const int heartbeat = static_cast<int>(200 * k);  // the peer expires after 2 x this
+  // Not scaled by ZYOLO_TEST_TIME_SCALE: the run is short as it is, and a shorter expiry would let
+  // a restarted primary that is slow to hear its peer (under a sanitizer) take a client.
+  const auto ms = [](long v) { return std::chrono::milliseconds(v); };
+  const int heartbeat = 200;  // the peer expires after 2 x this
   const std::string config = "/tmp/zyolo-test-ha-" + std::to_string(::getpid()) + ".toml";
   std::ofstream(config) << "[ha]\nheartbeat_ms = " << heartbeat << "\nmissed = 2\n";
   Node p, b;
