@@ -228,4 +228,11 @@ TEST_CASE("zyolo broker --ha: bad configuration is an error before anything star
     CHECK(zyolo_test::has(r.err, error));
     CHECK_FALSE(zyolo_test::has(r.out, "ready"));
   }
+  // zyolo run has one broker: a pair's configuration is refused, not half obeyed.
+  const std::string config = "/tmp/zyolo-test-ha-run-" + std::to_string(::getpid()) + ".toml";
+  std::ofstream(config) << "[ha]\nrole = \"primary\"\nbind = \"" << port() << "\"\npeer = \"" << port() << "\"\n";
+  const auto r = zyolo_test::zyolo("run --config " + config + " --requests 5 --model none");
+  std::remove(config.c_str());
+  CHECK(r.code != 0);
+  CHECK(zyolo_test::has(r.err, "ha.role is for zyolo broker --ha"));
 }
