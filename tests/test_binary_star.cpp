@@ -21,7 +21,9 @@ using Clock = BinaryStar::Clock;
 constexpr auto kHeartbeat = 100ms;
 constexpr int kMissed = 2;  // the peer expires 200 ms after it was last heard
 
-HaRole other(HaRole r) { return r == HaRole::Primary ? HaRole::Backup : HaRole::Primary; }
+HaRole other(HaRole r) {
+  return r == HaRole::Primary ? HaRole::Backup : HaRole::Primary;
+}
 
 // A machine of `role` brought into `state` by the events a real pair would see; `t` is its clock,
 // which it advances past whatever expiry it needs.
@@ -63,9 +65,10 @@ constexpr auto None = HaAnomaly::None, Dual = HaAnomaly::DualActive, DualP = HaA
 
 // Every state a role can be in x every event, the peer not expired (heard 10 ms before, or the
 // machine started then) and of the other role (the ACTIVE backup's peer has expired: it became
-// ACTIVE by a client's vote; nothing below depends on it). (A PRIMARY is only ever the primary, a BACKUP the backup.) PeerPrimary and
-// PeerBackup carry the peer's role in the state itself: a machine that hears its own is paired
-// with a peer of the same role.
+// ACTIVE by a client's vote; nothing below depends on it). (A PRIMARY is only ever the primary, a
+// BACKUP the backup.) PeerPrimary and PeerBackup carry the peer's role in the state itself: a
+// machine that hears its own is paired with a peer of the same role.
+// clang-format off
 constexpr Row kTable[] = {
     {P, PRIMARY, PP, PRIMARY, Same, false},  {P, PRIMARY, PB, ACTIVE, None, false},
     {P, PRIMARY, PA, PASSIVE, None, false},  {P, PRIMARY, PS, PRIMARY, None, false},
@@ -86,12 +89,13 @@ constexpr Row kTable[] = {
     {B, PASSIVE, PA, PASSIVE, None, false},  {B, PASSIVE, PS, PASSIVE, DualP, false},
     {B, PASSIVE, CR, PASSIVE, None, false},
 };
+// clang-format on
 
 std::string name_of(const Row& r) {
-  static constexpr const char* kEvents[] = {"", "PEER_PRIMARY", "PEER_BACKUP", "PEER_ACTIVE",
-                                            "PEER_PASSIVE", "CLIENT_REQUEST"};
-  return std::string(zyolo::ha_role_name(r.role)) + " " + std::string(zyolo::ha_state_name(r.state)) +
-         " + " + kEvents[static_cast<int>(r.event)];
+  static constexpr const char* kEvents[] = {
+      "", "PEER_PRIMARY", "PEER_BACKUP", "PEER_ACTIVE", "PEER_PASSIVE", "CLIENT_REQUEST"};
+  return std::string(zyolo::ha_role_name(r.role)) + " " +
+         std::string(zyolo::ha_state_name(r.state)) + " + " + kEvents[static_cast<int>(r.event)];
 }
 
 }  // namespace
@@ -119,9 +123,12 @@ TEST_CASE("every state x event, the peer heard and of the other role") {
 }
 
 TEST_CASE("a client request after the peer's expiry, in each state") {
-  for (const auto& [role, state, serves] :
-       {std::tuple{P, PRIMARY, true}, {B, BACKUP, false}, {P, ACTIVE, true}, {B, ACTIVE, true},
-        {P, PASSIVE, true}, {B, PASSIVE, true}}) {
+  for (const auto& [role, state, serves] : {std::tuple{P, PRIMARY, true},
+                                            {B, BACKUP, false},
+                                            {P, ACTIVE, true},
+                                            {B, ACTIVE, true},
+                                            {P, PASSIVE, true},
+                                            {B, PASSIVE, true}}) {
     INFO(zyolo::ha_role_name(role), " ", zyolo::ha_state_name(state));
     auto t = Clock::now();
     BinaryStar b = in_state(role, state, t);
@@ -187,7 +194,8 @@ TEST_CASE("split brain refused: the link cut, clients still reach the primary") 
   CHECK(backup.state() == PASSIVE);
 }
 
-TEST_CASE("the primary restarted while the backup is active goes passive, and serves nobody first") {
+TEST_CASE(
+    "the primary restarted while the backup is active goes passive, and serves nobody first") {
   auto t = Clock::now();
   BinaryStar backup(B, kHeartbeat, kMissed, t);
   {
@@ -289,9 +297,11 @@ TEST_CASE("the state message: round trip, and garbage is a fault") {
   CHECK(zyolo::decode_ha_state(Frames{}).fault() == Fault::Empty);
   CHECK(zyolo::decode_ha_state(frames({"ZHA02", "\x01", "\x01"})).fault() == Fault::WrongProtocol);
   CHECK(zyolo::decode_ha_state(frames({"ZHA01", "\x01"})).fault() == Fault::MissingFrame);
-  CHECK(zyolo::decode_ha_state(frames({"ZHA01", "\x01", "\x01", ""})).fault() == Fault::TooManyFrames);
+  CHECK(zyolo::decode_ha_state(frames({"ZHA01", "\x01", "\x01", ""})).fault() ==
+        Fault::TooManyFrames);
   CHECK(zyolo::decode_ha_state(frames({"ZHA01", "\x05", "\x01"})).fault() == Fault::BadArguments);
   CHECK(zyolo::decode_ha_state(frames({"ZHA01", "\x01", "\x03"})).fault() == Fault::BadArguments);
   CHECK(zyolo::decode_ha_state(frames({"ZHA01", "", "\x01"})).fault() == Fault::BadArguments);
-  CHECK(zyolo::decode_ha_state(frames({"ZHA01", "\x01\x01", "\x01"})).fault() == Fault::BadArguments);
+  CHECK(zyolo::decode_ha_state(frames({"ZHA01", "\x01\x01", "\x01"})).fault() ==
+        Fault::BadArguments);
 }

@@ -66,8 +66,8 @@ std::string state_of(int metrics_port) {
 struct Node {
   Endpoints ep;
   int metrics = zyolo_test::free_port();
-  std::vector<std::string> args(const std::string& role, const std::string& bind, const std::string& peer,
-                                const std::string& config) const {
+  std::vector<std::string> args(const std::string& role, const std::string& bind,
+                                const std::string& peer, const std::string& config) const {
     auto a = ep.broker_args();
     a.insert(a.end(), {"--ha", role, "--ha-bind", bind, "--ha-peer", peer, "--metrics",
                        "127.0.0.1:" + std::to_string(metrics), "--config", config});
@@ -83,7 +83,9 @@ struct RawClient {
       : socket(zyolo_test::dealer(ctx, id, frontend)) {}
   // Sends request `id` and waits up to `wait` for its answer: its status, or 0 for none.
   int ask(const std::string& id, std::chrono::milliseconds wait) {
-    zyolo_test::send(socket, encode_client_request("yolo", encode_app_request(id, "", zmq::message_t(id.data(), id.size()))));
+    zyolo_test::send(socket,
+                     encode_client_request(
+                         "yolo", encode_app_request(id, "", zmq::message_t(id.data(), id.size()))));
     const auto until = std::chrono::steady_clock::now() + wait;
     while (std::chrono::steady_clock::now() < until) {
       auto f = zyolo_test::recv(socket, std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -101,7 +103,9 @@ struct RawClient {
 
 }  // namespace
 
-TEST_CASE("a broker pair over tcp: failover to the backup on a client's vote, the primary back as passive") {
+TEST_CASE(
+    "a broker pair over tcp: failover to the backup on a client's vote, the primary back as "
+    "passive") {
   // Not scaled by ZYOLO_TEST_TIME_SCALE: the run is short as it is, and a shorter expiry would let
   // a restarted primary that is slow to hear its peer (under a sanitizer) take a client.
   const auto ms = [](long v) { return std::chrono::milliseconds(v); };
@@ -111,11 +115,13 @@ TEST_CASE("a broker pair over tcp: failover to the backup on a client's vote, th
   Node p, b;
   const std::string pbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
   const std::string bbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  const auto pargs = p.args("primary", pbind, bbind, config), bargs = b.args("backup", bbind, pbind, config);
+  const auto pargs = p.args("primary", pbind, bbind, config),
+             bargs = b.args("backup", bbind, pbind, config);
 
   bool both_active = false;
   // Waits until the primary's state is `ps` and the backup's `bs` ("" for any); false on timeout.
-  auto wait_states = [&](const std::string& ps, const std::string& bs, std::chrono::milliseconds timeout) {
+  auto wait_states = [&](const std::string& ps, const std::string& bs,
+                         std::chrono::milliseconds timeout) {
     const auto until = std::chrono::steady_clock::now() + timeout;
     for (;;) {
       const std::string sp = state_of(p.metrics), sb = state_of(b.metrics);
@@ -151,9 +157,10 @@ TEST_CASE("a broker pair over tcp: failover to the backup on a client's vote, th
   primary->signal(SIGKILL);
   CHECK(primary->wait() == 128 + SIGKILL);
   std::this_thread::sleep_for(ms(400) + 100ms);  // the fault's timing: past the peer's expiry
-  CHECK(state_of(b.metrics) == "PASSIVE");  // time alone changes nothing
+  CHECK(state_of(b.metrics) == "PASSIVE");       // time alone changes nothing
   int status = 0;
-  for (int i = 0; i < 5 && status == 0; ++i) status = to_backup.ask("b4", 2s);  // Lazy Pirate, same id
+  for (int i = 0; i < 5 && status == 0; ++i)
+    status = to_backup.ask("b4", 2s);  // Lazy Pirate, same id
   CHECK(status == 200);
   CHECK(wait_states("", "ACTIVE", 2s));
 
@@ -179,8 +186,10 @@ TEST_CASE("a broker pair over tcp: failover to the backup on a client's vote, th
   INFO(primary->output());
   INFO(backup.output());
   // The stop lines name the final state; the restarted primary changed state once (to PASSIVE).
-  CHECK(zyolo_test::has(primary->output(), "zyolo broker: ha: stopped PASSIVE (primary): transitions 1 "));
-  CHECK(zyolo_test::has(backup.output(), "zyolo broker: ha: stopped ACTIVE (backup): transitions 2 "));
+  CHECK(zyolo_test::has(primary->output(),
+                        "zyolo broker: ha: stopped PASSIVE (primary): transitions 1 "));
+  CHECK(zyolo_test::has(backup.output(),
+                        "zyolo broker: ha: stopped ACTIVE (backup): transitions 2 "));
   std::remove(config.c_str());
 }
 
@@ -207,7 +216,8 @@ TEST_CASE("two brokers both started as primary: neither serves, both say so") {
   pb.signal(SIGTERM);
   CHECK(pa.wait() == 0);
   CHECK(pb.wait() == 0);
-  CHECK(zyolo_test::has(pa.output(), "zyolo broker: ha: stopped PRIMARY (primary): transitions 0 dropped 4"));
+  CHECK(zyolo_test::has(pa.output(),
+                        "zyolo broker: ha: stopped PRIMARY (primary): transitions 0 dropped 4"));
   std::remove(config.c_str());
 }
 
@@ -222,15 +232,16 @@ TEST_CASE("zyolo broker --ha: bad configuration is an error before anything star
            {"--ha both --ha-bind " + e + " --ha-peer " + port(), "must be one of primary, backup"},
        }) {
     INFO(args);
-    const auto r = zyolo_test::zyolo("broker --frontend " + port() + " --backend " + port() + " --control " +
-                                     port() + " " + args);
+    const auto r = zyolo_test::zyolo("broker --frontend " + port() + " --backend " + port() +
+                                     " --control " + port() + " " + args);
     CHECK(r.code != 0);
     CHECK(zyolo_test::has(r.err, error));
     CHECK_FALSE(zyolo_test::has(r.out, "ready"));
   }
   // zyolo run has one broker: a pair's configuration is refused, not half obeyed.
   const std::string config = "/tmp/zyolo-test-ha-run-" + std::to_string(::getpid()) + ".toml";
-  std::ofstream(config) << "[ha]\nrole = \"primary\"\nbind = \"" << port() << "\"\npeer = \"" << port() << "\"\n";
+  std::ofstream(config) << "[ha]\nrole = \"primary\"\nbind = \"" << port() << "\"\npeer = \""
+                        << port() << "\"\n";
   const auto r = zyolo_test::zyolo("run --config " + config + " --requests 5 --model none");
   std::remove(config.c_str());
   CHECK(r.code != 0);

@@ -47,8 +47,11 @@ struct Pair {
     s.connect(config.ha.bind);
     return s;
   }();
-  Actor broker{ctx, "broker", [c = config](zmq::context_t& x, zmq::socket_ref p) { zyolo::broker(x, p, c); }};
-  Actor worker{ctx, "worker", [c = config](zmq::context_t& x, zmq::socket_ref p) { zyolo::worker(x, p, c, "w0"); }};
+  Actor broker{ctx, "broker",
+               [c = config](zmq::context_t& x, zmq::socket_ref p) { zyolo::broker(x, p, c); }};
+  Actor worker{ctx, "worker", [c = config](zmq::context_t& x, zmq::socket_ref p) {
+                 zyolo::worker(x, p, c, "w0");
+               }};
   zmq::socket_t client = zyolo_test::dealer(ctx, "client-1", config.frontend());
   std::string broker_state;  // what the broker published last
 
@@ -61,7 +64,8 @@ struct Pair {
 
   // For `d`: the peer publishes `state` (if given) every 20 ms; the broker's state messages are
   // read; returns the status of the first client reply to `id` ("" for none).
-  std::string pump(std::chrono::milliseconds d, std::optional<HaPeerState> state, const std::string& id = "") {
+  std::string pump(std::chrono::milliseconds d, std::optional<HaPeerState> state,
+                   const std::string& id = "") {
     const auto until = Clock::now() + d;
     auto publish_at = Clock::now();
     std::string answer;
@@ -71,7 +75,8 @@ struct Pair {
         REQUIRE(send_frames(peer_pub, f));
         publish_at += 20ms;
       }
-      zmq::pollitem_t items[] = {{peer_sub.handle(), 0, ZMQ_POLLIN, 0}, {client.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::pollitem_t items[] = {{peer_sub.handle(), 0, ZMQ_POLLIN, 0},
+                                 {client.handle(), 0, ZMQ_POLLIN, 0}};
       zmq::poll(items, 2, 10ms);
       if (items[0].revents & ZMQ_POLLIN) {
         auto m = decode_ha_state(*recv_frames(peer_sub));
@@ -90,7 +95,8 @@ struct Pair {
   }
 
   void ask(const std::string& id) {
-    send(client, encode_client_request("yolo", encode_app_request(id, "", zmq::message_t(id.data(), id.size()))));
+    send(client, encode_client_request(
+                     "yolo", encode_app_request(id, "", zmq::message_t(id.data(), id.size()))));
   }
 };
 
@@ -98,7 +104,9 @@ constexpr HaPeerState kPrimaryActive{HaState::Active, HaRole::Primary};
 
 }  // namespace
 
-TEST_CASE("a backup broker: passive while its primary lives, ACTIVE on a client's vote, yields to a second active") {
+TEST_CASE(
+    "a backup broker: passive while its primary lives, ACTIVE on a client's vote, yields to a "
+    "second active") {
   Pair p;
   (void)p.pump(300ms, kPrimaryActive);
   CHECK(p.broker_state == "PASSIVE");
@@ -155,7 +163,8 @@ TEST_CASE("a lone broker's STATS say no pair") {
   Config c = default_config();
   c.run.transport = "inproc";
   validate(c);
-  Actor broker{ctx, "broker", [c](zmq::context_t& x, zmq::socket_ref p) { zyolo::broker(x, p, c); }};
+  Actor broker{ctx, "broker",
+               [c](zmq::context_t& x, zmq::socket_ref p) { zyolo::broker(x, p, c); }};
   send_pipe(broker.pipe(), PipeCommand::Stats);
   auto m = recv_pipe(broker.pipe());
   REQUIRE(m.ok());

@@ -234,7 +234,9 @@ struct Ha {
         sub(ctx, zmq::socket_type::sub),
         interval(config.ha.heartbeat_ms),
         publish_at(now) {
-    for (auto* s : {&pub, &sub}) apply_socket_options(*s, config, Side::Binds);
+    // Linger, high-water marks, reconnect intervals; no CURVE (validate() refuses it with ha).
+    apply_socket_options(pub, config, Side::Binds);
+    apply_socket_options(sub, config, Side::Connects);
     sub.set(zmq::sockopt::subscribe, "");
     pub.bind(config.ha.bind);
     pub_endpoint = pub.get(zmq::sockopt::last_endpoint);
@@ -679,6 +681,10 @@ void on_pipe() {
         continue;
       }
       const HaOutcome o = ha_->fsm.on_peer(m->state, m->role, Clock::now());
+      if (!o.changed() && o.anomaly == HaAnomaly::None) {  // the usual heartbeat: nothing to say
+        ha_logged_ = HaAnomaly::None;
+        continue;
+      }
       on_ha_outcome(o, fmt::format("the peer, started as {}, is {}: {}", ha_role_name(m->role),
                                    ha_state_name(m->state), o.reason));
     }
@@ -707,18 +713,18 @@ void on_pipe() {
   // ACTIVE dispatches what waits; leaving it gives up what was queued (the clients' retries find
   // the active broker). The peer hears of a change at once.
   void on_ha_outcome(const HaOutcome& o, const std::string& why) {
-    if (o.anomaly != HaAnomaly::None) {
-      ++n_.ha_anomalies[std::string(ha_anomaly_name(o.anomaly))];
-    }
+    if (o.anomaly != HaAnomaly::None) ++n_.ha_anomalies[std::string(ha_anomaly_name(o.anomaly))];
     if (o.anomaly != ha_logged_) {  // an anomaly is logged when it begins, counted every time
       ha_logged_ = o.anomaly;
       if (o.anomaly != HaAnomaly::None)
         fmt::print(stderr, "zyolo broker: ha: {} ({}): {}\n",
-                 o.anomaly == HaAnomaly::SameRole ? "MISCONFIGURED" : "ANOMALY", ha_anomaly_name(o.anomaly), why);
+                   o.anomaly == HaAnomaly::SameRole ? "MISCONFIGURED" : "ANOMALY",
+                   ha_anomaly_name(o.anomaly), why);
     }
     if (!o.changed()) return;
     ++n_.ha_transitions;
-    fmt::print(stderr, "zyolo broker: ha: {} -> {} ({})\n", ha_state_name(o.from), ha_state_name(o.to), why);
+    fmt::print(stderr, "zyolo broker: ha: {} -> {} ({})\n", ha_state_name(o.from),
+               ha_state_name(o.to), why);
     if (o.from == HaState::Active) {
       for (auto& [name, service] : services_)
         while (!service.requests.empty()) {

@@ -12,22 +12,32 @@ constexpr std::string_view kHaHeader = "ZHA01";
 
 std::string_view ha_state_name(HaState s) {
   switch (s) {
-    case HaState::Primary: return "PRIMARY";
-    case HaState::Backup: return "BACKUP";
-    case HaState::Active: return "ACTIVE";
-    case HaState::Passive: return "PASSIVE";
+    case HaState::Primary:
+      return "PRIMARY";
+    case HaState::Backup:
+      return "BACKUP";
+    case HaState::Active:
+      return "ACTIVE";
+    case HaState::Passive:
+      return "PASSIVE";
   }
   return "?";
 }
 
-std::string_view ha_role_name(HaRole r) { return r == HaRole::Primary ? "primary" : "backup"; }
+std::string_view ha_role_name(HaRole r) {
+  return r == HaRole::Primary ? "primary" : "backup";
+}
 
 std::string_view ha_anomaly_name(HaAnomaly a) {
   switch (a) {
-    case HaAnomaly::None: return "none";
-    case HaAnomaly::DualActive: return "dual_active";
-    case HaAnomaly::DualPassive: return "dual_passive";
-    case HaAnomaly::SameRole: return "same_role";
+    case HaAnomaly::None:
+      return "none";
+    case HaAnomaly::DualActive:
+      return "dual_active";
+    case HaAnomaly::DualPassive:
+      return "dual_passive";
+    case HaAnomaly::SameRole:
+      return "same_role";
   }
   return "?";
 }
@@ -52,7 +62,8 @@ HaOutcome BinaryStar::become(HaState to, std::string_view reason, HaAnomaly anom
   return o;
 }
 
-HaOutcome BinaryStar::on_peer(HaState peer, std::optional<HaRole> peer_role, Clock::time_point now) {
+HaOutcome BinaryStar::on_peer(HaState peer, std::optional<HaRole> peer_role,
+                              Clock::time_point now) {
   // PRIMARY and BACKUP say the role too.
   if (!peer_role && peer == HaState::Primary) peer_role = HaRole::Primary;
   if (!peer_role && peer == HaState::Backup) peer_role = HaRole::Backup;
@@ -61,12 +72,14 @@ HaOutcome BinaryStar::on_peer(HaState peer, std::optional<HaRole> peer_role, Clo
   last_heard_ = now;
   peer_expiry_ = now + expiry_;
   if (peer_role == role_)  // both primary, or both backup: nothing moves until one is gone
-    return become(state_, role_ == HaRole::Primary ? "the peer was started as primary too"
-                                                   : "the peer was started as backup too",
+    return become(state_,
+                  role_ == HaRole::Primary ? "the peer was started as primary too"
+                                           : "the peer was started as backup too",
                   HaAnomaly::SameRole);
   switch (state_) {
     case HaState::Primary:
-      if (peer == HaState::Backup) return become(HaState::Active, "the backup is up and not active");
+      if (peer == HaState::Backup)
+        return become(HaState::Active, "the backup is up and not active");
       if (peer == HaState::Active) return become(HaState::Passive, "the backup is active");
       break;  // PASSIVE: it is about to notice that we restarted and become ACTIVE; wait for it
     case HaState::Backup:
@@ -84,7 +97,8 @@ HaOutcome BinaryStar::on_peer(HaState peer, std::optional<HaRole> peer_role, Clo
       if (peer == HaState::Backup) return become(HaState::Active, "the backup restarted");
       if (peer == HaState::Passive) {
         if (role_ == HaRole::Primary)
-          return become(HaState::Active, "both passive: the primary takes over", HaAnomaly::DualPassive);
+          return become(HaState::Active, "both passive: the primary takes over",
+                        HaAnomaly::DualPassive);
         return become(state_, "both passive: the primary is to take over", HaAnomaly::DualPassive);
       }
       break;  // ACTIVE: as it should be
@@ -107,7 +121,8 @@ HaOutcome BinaryStar::on_client_request(Clock::time_point now) {
         o = become(state_, "");
         break;
       }
-      o = become(HaState::Active, heard_ ? "a client request came" : "the peer never answered, a client request came");
+      o = become(HaState::Active, heard_ ? "a client request came"
+                                         : "the peer never answered, a client request came");
       break;
   }
   o.serve = state_ == HaState::Active;
@@ -116,11 +131,16 @@ HaOutcome BinaryStar::on_client_request(Clock::time_point now) {
 
 HaOutcome BinaryStar::on_event(HaEvent e, Clock::time_point now, std::optional<HaRole> peer_role) {
   switch (e) {
-    case HaEvent::PeerPrimary: return on_peer(HaState::Primary, peer_role, now);
-    case HaEvent::PeerBackup: return on_peer(HaState::Backup, peer_role, now);
-    case HaEvent::PeerActive: return on_peer(HaState::Active, peer_role, now);
-    case HaEvent::PeerPassive: return on_peer(HaState::Passive, peer_role, now);
-    case HaEvent::ClientRequest: return on_client_request(now);
+    case HaEvent::PeerPrimary:
+      return on_peer(HaState::Primary, peer_role, now);
+    case HaEvent::PeerBackup:
+      return on_peer(HaState::Backup, peer_role, now);
+    case HaEvent::PeerActive:
+      return on_peer(HaState::Active, peer_role, now);
+    case HaEvent::PeerPassive:
+      return on_peer(HaState::Passive, peer_role, now);
+    case HaEvent::ClientRequest:
+      return on_client_request(now);
   }
   return become(state_, "");
 }

@@ -52,11 +52,11 @@ inline constexpr HaState kHaStates[] = {HaState::Primary, HaState::Backup, HaSta
 
 // What one event did.
 struct HaOutcome {
-  HaState from{}, to{};          // equal when nothing changed
-  std::string_view reason;       // why it changed, or what the anomaly is; "" when neither
+  HaState from{}, to{};     // equal when nothing changed
+  std::string_view reason;  // why it changed, or what the anomaly is; "" when neither
   HaAnomaly anomaly = HaAnomaly::None;
-  bool serve = false;            // a ClientRequest: serve it (false: drop it)
-  bool peer_lost = false;        // tick(): the peer, heard before, has just gone silent
+  bool serve = false;      // a ClientRequest: serve it (false: drop it)
+  bool peer_lost = false;  // tick(): the peer, heard before, has just gone silent
   bool changed() const { return from != to; }
 };
 
