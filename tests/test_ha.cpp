@@ -54,6 +54,13 @@ std::string scrape(int port) {
   return out;
 }
 
+// The value of one sample "name{labels} value" in exposition text (-1 when absent).
+double sample_of(const std::string& text, const std::string& series) {
+  const auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
 // The state a broker's metrics say it is in ("" when it does not answer).
 std::string state_of(int metrics_port) {
   const std::string text = scrape(metrics_port);
@@ -199,9 +206,25 @@ TEST_CASE("two brokers both started as primary: neither serves, both say so") {
   Node a, b;
   const std::string abind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
   const std::string bbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  Process pa(a.args("primary", abind, bbind, config)), pb(b.args("primary", bbind, abind, config));
+  // `a` starts well before `b`: its SUB retries `b` without back-off, so it hears `b` soon after
+  // `b` is up (with libzmq's back-off it could take seconds more, and a primary that never heard
+  // its peer serves once the expiry has passed).
+  Process pa(a.args("primary", abind, bbind, config));
   REQUIRE(pa.wait_for("ready", 20s));
+  std::this_thread::sleep_for(1500ms);  // the fault's timing: a start order, not synchronisation
+  Process pb(b.args("primary", bbind, abind, config));
   REQUIRE(pb.wait_for("ready", 20s));
+  // Each has heard the other say "primary" within a second of `b`'s start.
+  const auto heard = [](int port) {
+    const auto until = std::chrono::steady_clock::now() + 1s;
+    while (std::chrono::steady_clock::now() < until) {
+      if (sample_of(scrape(port), "zyolo_ha_anomalies_total{kind=\"same_role\"}") > 0) return true;
+      std::this_thread::sleep_for(20ms);  // polling the metrics
+    }
+    return false;
+  };
+  CHECK(heard(a.metrics));
+  CHECK(heard(b.metrics));
   Process worker({"workers", "--connect", a.ep.backend, "--workers", "1", "--model", "none"});
   REQUIRE(worker.wait_for("ready", 20s));
   RawClient client(a.ep.frontend, "c");

@@ -237,6 +237,11 @@ struct Ha {
     // Linger, high-water marks, reconnect intervals; no CURVE (validate() refuses it with ha).
     apply_socket_options(pub, config, Side::Binds);
     apply_socket_options(sub, config, Side::Connects);
+    // The peer is retried at least every heartbeat, without back-off: a primary started before
+    // its backup must hear it before its expiry passes, or it would take a client alone.
+    sub.set(zmq::sockopt::reconnect_ivl,
+            std::min(config.sockets.reconnect_ivl_ms, config.ha.heartbeat_ms));
+    sub.set(zmq::sockopt::reconnect_ivl_max, 0);
     sub.set(zmq::sockopt::subscribe, "");
     pub.bind(config.ha.bind);
     pub_endpoint = pub.get(zmq::sockopt::last_endpoint);

@@ -187,6 +187,14 @@ std::string FleetMetrics::render() const {
                  b.ha_transitions);
         e.single("zyolo_ha_dropped_total", "counter",
                  "Client requests this broker of a pair dropped while not ACTIVE", b.ha_dropped);
+        e.family("zyolo_ha_anomalies_total", "counter",
+                 "State messages of the peer that make no sense with this broker's, by kind "
+                 "(dual_active, dual_passive, same_role: both started as primary or as backup)");
+        for (const char* kind : {"dual_active", "dual_passive", "same_role"}) {
+          const auto it = b.ha_anomalies.find(kind);
+          e.sample("zyolo_ha_anomalies_total", {{"kind", kind}},
+                   it == b.ha_anomalies.end() ? 0L : it->second);
+        }
       }
     }
     if (zap_) {
