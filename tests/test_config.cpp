@@ -275,3 +275,52 @@ TEST_CASE("endpoint lists: split in order; one transport, no empty item, no repe
   c.endpoints.tcp_control = "tcp://127.0.0.1:5,tcp://127.0.0.1:6";
   CHECK(error_of([&] { validate(c); }).find("endpoints.tcp_control") != std::string::npos);
 }
+
+TEST_CASE("[ha]: a broker pair's configuration errors, before anything starts") {
+  auto ha = [](std::string role, std::string bind, std::string peer) {
+    Config c = default_config();
+    c.run.transport = "tcp";
+    c.ha.role = std::move(role);
+    c.ha.bind = std::move(bind);
+    c.ha.peer = std::move(peer);
+    return error_of([&] { validate(c); });
+  };
+  CHECK(ha("", "", "") == "");
+  CHECK(ha("primary", "tcp://*:5560", "tcp://10.0.0.2:5560") == "");
+  CHECK(ha("backup", "tcp://127.0.0.1:5561", "tcp://127.0.0.1:5560") == "");
+  CHECK(ha("primary", "", "tcp://10.0.0.2:5560").find("needs ha.bind (--ha-bind)") != std::string::npos);
+  CHECK(ha("backup", "tcp://*:5560", "").find("needs ha.peer (--ha-peer)") != std::string::npos);
+  CHECK(ha("", "tcp://*:5560", "").find("need ha.role (--ha primary or --ha backup)") != std::string::npos);
+  CHECK(ha("", "", "tcp://10.0.0.2:5560").find("need ha.role") != std::string::npos);
+  CHECK(ha("primary", "tcp://127.0.0.1:5560", "tcp://127.0.0.1:5560").find("is this broker's own ha.bind") !=
+        std::string::npos);
+  CHECK(ha("primary", "127.0.0.1:5560", "tcp://127.0.0.1:5561").find("give an endpoint") != std::string::npos);
+  CHECK(ha("primary", "tcp://127.0.0.1:5560", "10.0.0.2").find("ha.peer (--ha-peer) '10.0.0.2'") != std::string::npos);
+  CHECK(ha("active", "tcp://*:5560", "tcp://10.0.0.2:5560").find("ha.role (--ha) must be one of primary, backup") !=
+        std::string::npos);
+  // The pair's endpoints are not the broker's own.
+  const Config d = default_config();
+  CHECK(ha("primary", d.endpoints.tcp_frontend, "tcp://10.0.0.2:5560").find("frontend, backend or control") !=
+        std::string::npos);
+  CHECK(ha("primary", "tcp://*:5560", d.endpoints.tcp_backend).find("frontend, backend or control") != std::string::npos);
+  Config c = default_config();
+  c.run.transport = "tcp";
+  c.ha = {"primary", "tcp://*:5560", c.endpoints.tcp_control, 1000, 2};
+  CHECK(error_of([&] { validate(c); }).find("ha.peer (--ha-peer)") != std::string::npos);
+  c.ha = {"primary", "tcp://*:5560", "tcp://10.0.0.2:5560", 1000, 2};
+  c.run.broker = "proxy";
+  CHECK(error_of([&] { validate(c); }).find("needs run.broker = mdp") != std::string::npos);
+  c = default_config();
+  c.ha = {"primary", "tcp://*:5560", "tcp://10.0.0.2:5560", 5, 2};
+  CHECK(error_of([&] { validate(c); }).find("ha.heartbeat_ms must be between 10") != std::string::npos);
+  c.ha = {"primary", "tcp://*:5560", "tcp://10.0.0.2:5560", 1000, 0};
+  CHECK(error_of([&] { validate(c); }).find("ha.missed must be between 1") != std::string::npos);
+  c = default_config();
+  c.ha = {"primary", "tcp://*:5560", "tcp://10.0.0.2:5560", 1000, 2};
+  c.curve.key = "broker.key";
+  CHECK(error_of([&] { validate(c); }).find("has no CURVE yet") != std::string::npos);
+  // The defaults: 1000 ms, 2 missed; off.
+  CHECK(d.ha.heartbeat_ms == 1000);
+  CHECK(d.ha.missed == 2);
+  CHECK_FALSE(d.ha.enabled());
+}

@@ -48,18 +48,33 @@
 //   protocol_errors        valid messages invalid in the worker's state; by kind in
 //                          protocol_errors_by_kind{"READY twice", "REPLY not asked for",
 //                          "READY for mmi.*"}
+//
+// A broker pair (ha.role set, Binary Star; src/wire/binary_star.hpp has the state machine): the
+// broker also binds a PUB on ha.bind, where it publishes its state every ha.heartbeat_ms, and
+// connects a SUB to ha.peer, where it hears the other one's. Only an ACTIVE broker serves. One
+// that is not drops each client request (counted as ha_dropped; the client's retry finds the
+// active one), unless that request is the vote that makes it ACTIVE (its peer silent for
+// heartbeat x missed): then it serves it. It dispatches nothing while not ACTIVE, and a broker
+// that leaves ACTIVE (the backup of two actives yields) gives up what it had queued. Workers stay
+// registered all along (heartbeats go on both ways). Each state change is a line on stderr with
+// its reason and is counted in STATS (ha_state, ha_transitions, ha_anomalies, ha_peer_lost).
+// With ha.role unset nothing of this exists: the data path is one untaken branch.
+#include <fmt/format.h>
+
 #include <cassert>
 #include <chrono>
 #include <ctime>
 #include <deque>
 #include <map>
 #include <memory_resource>
+#include <optional>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "src/wire/actor.hpp"
+#include "src/wire/binary_star.hpp"
 #include "src/wire/protocol.hpp"
 #include "src/wire/sockopts.hpp"
 #include "src/wire/stats.hpp"
@@ -204,6 +219,36 @@ struct Service {
   ServiceCounters n;
 };
 
+// The broker's side of a pair: its state machine and the two sockets to its peer.
+struct Ha {
+  BinaryStar fsm;
+  zmq::socket_t pub, sub;  // PUB bound on ha.bind (our state), SUB connected to ha.peer (theirs)
+  std::string pub_endpoint;
+  milliseconds interval;   // ha.heartbeat_ms
+  Clock::time_point publish_at;
+
+  Ha(zmq::context_t& ctx, const Config& config, Clock::time_point now)
+      : fsm(config.ha.role == "primary" ? HaRole::Primary : HaRole::Backup,
+            milliseconds(config.ha.heartbeat_ms), config.ha.missed, now),
+        pub(ctx, zmq::socket_type::pub),
+        sub(ctx, zmq::socket_type::sub),
+        interval(config.ha.heartbeat_ms),
+        publish_at(now) {
+    // Linger, high-water marks, reconnect intervals; no CURVE (validate() refuses it with ha).
+    apply_socket_options(pub, config, Side::Binds);
+    apply_socket_options(sub, config, Side::Connects);
+    // The peer is retried at least every heartbeat, without back-off: a primary started before
+    // its backup must hear it before its expiry passes, or it would take a client alone.
+    sub.set(zmq::sockopt::reconnect_ivl,
+            std::min(config.sockets.reconnect_ivl_ms, config.ha.heartbeat_ms));
+    sub.set(zmq::sockopt::reconnect_ivl_max, 0);
+    sub.set(zmq::sockopt::subscribe, "");
+    pub.bind(config.ha.bind);
+    pub_endpoint = pub.get(zmq::sockopt::last_endpoint);
+    sub.connect(config.ha.peer);
+  }
+};
+
 class Broker {
  public:
   Broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config)
@@ -230,6 +275,7 @@ class Broker {
     backend_endpoint_ = backend_.get(zmq::sockopt::last_endpoint);
     control_endpoint_ = control_.get(zmq::sockopt::last_endpoint);
     pending_.reserve(std::min<std::size_t>(2 * max_queue_, 1 << 16));  // grows past that if it must
+    if (config.ha.enabled()) ha_.emplace(ctx, config, Clock::now());
   }
 
   // Unbinds at once (closing alone is asynchronous), so a restarted broker can bind again.
@@ -238,6 +284,7 @@ class Broker {
       frontend_.unbind(frontend_endpoint_);
       backend_.unbind(backend_endpoint_);
       control_.unbind(control_endpoint_);
+      if (ha_) ha_->pub.unbind(ha_->pub_endpoint);
     } catch (const zmq::error_t&) {
     }
   }
@@ -250,19 +297,26 @@ class Broker {
     while (!terminated_) {
       zmq::pollitem_t items[] = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
                                  {frontend_.handle(), 0, ZMQ_POLLIN, 0},
-                                 {backend_.handle(), 0, ZMQ_POLLIN, 0}};
-      auto wait = std::chrono::duration_cast<milliseconds>(std::min(heartbeat_at_, demand_at_) -
-                                                           Clock::now());
-      zmq::poll(items, 3, std::max(wait, milliseconds(0)));
+                                 {backend_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {ha_ ? ha_->sub.handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+      auto next = std::min(heartbeat_at_, demand_at_);
+      if (ha_) next = std::min(next, ha_->publish_at);
+      auto wait = std::chrono::duration_cast<milliseconds>(next - Clock::now());
+      zmq::poll(items, ha_ ? 4 : 3, std::max(wait, milliseconds(0)));
       if (items[0].revents & ZMQ_POLLIN) on_pipe();
+      if (ha_ && (items[3].revents & ZMQ_POLLIN)) on_peer();  // before clients: their vote needs it
       // Everything waiting is read before the next poll (each socket up to a budget, so that
       // neither side nor the pipe waits long): replies first, they free workers.
       if (items[2].revents & ZMQ_POLLIN) drain(backend_, &Broker::on_backend);
       if (items[1].revents & ZMQ_POLLIN) drain(frontend_, &Broker::on_frontend);
       if (Clock::now() >= heartbeat_at_) on_heartbeat();
       if (Clock::now() >= demand_at_) publish_demand();
+      if (ha_ && Clock::now() >= ha_->publish_at) on_ha_heartbeat();
     }
   }
+
+  // The state this broker ended in, for the stop line: "" when it is not one of a pair.
+  std::string_view ha_state() const { return ha_ ? ha_state_name(ha_->fsm.state()) : ""; }
 
  private:
 void on_pipe() {
@@ -312,6 +366,7 @@ void on_pipe() {
   void on_frontend(Frames& frames) {
     auto m = view_client_request(frames);
     if (!m) return count(m.fault());  // cannot be answered in its own protocol: dropped
+    if (ha_ && !ha_->fsm.active() && !ha_vote()) return;  // not ours to serve: dropped
     if (m->service.starts_with("mmi.")) return on_mmi(m.value());
     ++n_.requests;
     const std::string_view id = peek_request_id(m->body);
@@ -532,6 +587,7 @@ void on_pipe() {
   // token goes to the back of the line and it gets a request later; each token is tried once
   // per call. Tokens of workers that are gone are dropped as they come up.
   void dispatch(Service& service) {
+    if (ha_ && !ha_->fsm.active()) return;  // a broker that is not ACTIVE hands out nothing
     for (std::size_t tries = service.ready.size(); tries > 0 && !service.ready.empty() &&
                                                    !service.requests.empty(); --tries) {
       const Token token = service.ready.front();
@@ -601,6 +657,92 @@ void on_pipe() {
     w.epoch = 0;
     free_workers_.push_back(slot);
     dispatch(service);
+  }
+
+  // --- the pair (Binary Star) --------------------------------------------------------------
+
+  // A client request came while this broker is not ACTIVE: its vote. True when the state machine
+  // made it ACTIVE (the peer silent long enough) and the request is to be served; else it is
+  // dropped and counted.
+  bool ha_vote() {
+    const auto now = Clock::now();
+    const double silent = ha_->fsm.peer_silent_s(now);
+    const HaOutcome o = ha_->fsm.on_client_request(now);
+    if (!o.serve) {
+      ++n_.ha_dropped;
+      return false;
+    }
+    on_ha_outcome(o, fmt::format("peer silent {:.1f} s, {}", silent, o.reason));
+    return true;
+  }
+
+  // Every state message waiting from the peer; a malformed one is counted and dropped.
+  void on_peer() {
+    for (int i = 0; i < kDrainBudget && !terminated_; ++i) {
+      if (!recv_frames_into(ha_->sub, in_, zmq::recv_flags::dontwait)) return;
+      const auto m = decode_ha_state(in_);
+      if (!m) {
+        ++n_.ha_malformed;
+        continue;
+      }
+      const HaOutcome o = ha_->fsm.on_peer(m->state, m->role, Clock::now());
+      if (!o.changed() && o.anomaly == HaAnomaly::None) {  // the usual heartbeat: nothing to say
+        ha_logged_ = HaAnomaly::None;
+        continue;
+      }
+      on_ha_outcome(o, fmt::format("the peer, started as {}, is {}: {}", ha_role_name(m->role),
+                                   ha_state_name(m->state), o.reason));
+    }
+  }
+
+  // Publishes this broker's state, and notices a peer that went silent.
+  void on_ha_heartbeat() {
+    const auto now = Clock::now();
+    publish_ha_state();
+    const HaOutcome o = ha_->fsm.tick(now);
+    if (o.peer_lost) {
+      ++n_.ha_peer_lost;
+      fmt::print(stderr, "zyolo broker: ha: {}: the peer went silent ({:.1f} s)\n",
+                 ha_state_name(ha_->fsm.state()), ha_->fsm.peer_silent_s(now));
+    }
+    ha_->publish_at = now + ha_->interval;
+  }
+
+  void publish_ha_state() {
+    Frames frames = encode_ha_state(ha_->fsm.state(), ha_->fsm.role());
+    (void)send_frames(ha_->pub, frames, zmq::send_flags::dontwait);  // PUB: never blocks
+  }
+
+  // What an event did: a state change is logged with its reason and counted, an anomaly is
+  // logged (each time: it is a misconfiguration or a split brain healing) and counted. Entering
+  // ACTIVE dispatches what waits; leaving it gives up what was queued (the clients' retries find
+  // the active broker). The peer hears of a change at once.
+  void on_ha_outcome(const HaOutcome& o, const std::string& why) {
+    if (o.anomaly != HaAnomaly::None) ++n_.ha_anomalies[std::string(ha_anomaly_name(o.anomaly))];
+    if (o.anomaly != ha_logged_) {  // an anomaly is logged when it begins, counted every time
+      ha_logged_ = o.anomaly;
+      if (o.anomaly != HaAnomaly::None)
+        fmt::print(stderr, "zyolo broker: ha: {} ({}): {}\n",
+                   o.anomaly == HaAnomaly::SameRole ? "MISCONFIGURED" : "ANOMALY",
+                   ha_anomaly_name(o.anomaly), why);
+    }
+    if (!o.changed()) return;
+    ++n_.ha_transitions;
+    fmt::print(stderr, "zyolo broker: ha: {} -> {} ({})\n", ha_state_name(o.from),
+               ha_state_name(o.to), why);
+    if (o.from == HaState::Active) {
+      for (auto& [name, service] : services_)
+        while (!service.requests.empty()) {
+          const RequestSlot slot = service.requests.front();
+          service.requests.pop_front();
+          service.demand.change(-1);
+          release(slot);
+          ++n_.ha_dropped;
+        }
+    }
+    publish_ha_state();
+    if (o.to == HaState::Active)
+      for (auto& [name, service] : services_) dispatch(service);
   }
 
   // [DEMAND][JSON] on the control socket: each service's demand over the interval just ended.
@@ -703,6 +845,7 @@ void on_pipe() {
     }
     s.cpu_us = thread_cpu_us();
     s.queue_waits_us = waits_us_;
+    s.ha_state = ha_state();
     return s;
   }
 
@@ -736,6 +879,8 @@ void on_pipe() {
   std::vector<uint32_t> waits_us_;  // queue waits of requests dispatched since the last STATS
   BrokerStats n_;                 // the counters (stats() adds the gauges)
   long faults_[kFaultCount] = {};  // malformed messages by fault
+  std::optional<Ha> ha_;           // one of a broker pair (ha.role set); empty: a lone broker
+  HaAnomaly ha_logged_ = HaAnomaly::None;  // the anomaly logged last, until the peer is normal again
 };
 
 }  // namespace

@@ -97,14 +97,19 @@ int broker_command(const CLI::App& cmd, const NodeFlags& f) {
   Config config = node_config(cmd, f);
   settle_node(config, CurveRole::Broker);
   require_single_endpoints(config, "zyolo broker");
-  const std::string where = fmt::format("frontend {} backend {} control {}", config.frontend(),
-                                        config.backend(), config.control());
+  std::string where = fmt::format("frontend {} backend {} control {}", config.frontend(),
+                                  config.backend(), config.control());
+  if (config.ha.enabled())
+    where += fmt::format(" ha {} bind {} peer {}", config.ha.role, config.ha.bind, config.ha.peer);
   const Report report = run_fleet(config, {.workers = false, .clients = false,
                                            .on_started = say_ready("broker, " + where, f.quiet)});
   const BrokerStats b = report.broker.value_or(BrokerStats{});
   fmt::print("zyolo broker: stopped after {:.1f} s: requests {} replies {} requeued {} expired workers {} "
              "503 {} malformed {}\n",
              report.elapsed_s, b.requests, b.replies, b.requeued, b.expired, b.rejected_busy, b.malformed);
+  if (!b.ha_state.empty())  // one of a pair: the state it ended in, and how it got there
+    fmt::print("zyolo broker: ha: stopped {} ({}): transitions {} dropped {} peer lost {}\n", b.ha_state,
+               config.ha.role, b.ha_transitions, b.ha_dropped, b.ha_peer_lost);
   if (const auto& c = report.curve) {
     fmt::print("zyolo broker: curve: {} keys allowed; connections accepted {} refused {}\n",
                c->allowed_keys, c->accepted, c->refused);
@@ -162,7 +167,7 @@ Subcommand add_broker_command(CLI::App& root) {
   cmd->add_option("--frontend", f.frontend, "Where clients connect: tcp://HOST:PORT or ipc://PATH (endpoints.tcp_frontend)");
   cmd->add_option("--backend", f.backend, "Where workers connect (endpoints.tcp_backend)");
   cmd->add_option("--control", f.control, "Where demand is published, for --autoscale workers (endpoints.tcp_control)");
-  f.settings.add(*cmd, {"broker.worker_credit", "curve.allow"});
+  f.settings.add(*cmd, {"broker.worker_credit", "curve.allow", "ha.role", "ha.bind", "ha.peer"});
   add_common_flags(*cmd, f);
   return {cmd, [cmd, flags] { return broker_command(*cmd, *flags); }};
 }

@@ -41,6 +41,9 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   check_autoscale_flags(flags.settings, config);
   validate(config);
   require_single_endpoints(config, "zyolo run's in-process broker");
+  if (config.ha.enabled())  // one broker in one process: a pair is two `zyolo broker` processes
+    throw ConfigError("ha.role is for zyolo broker --ha (a pair of broker processes); zyolo run has one "
+                      "broker (zyolo run --ha is not there yet)");
   settle_curve(config, CurveRole::None);
   if (scenario)
     settle_scenario(*scenario, config, run.count("--seed") ? std::optional(flags.seed) : std::nullopt);

@@ -235,6 +235,46 @@ void validate_metrics(MetricsConfig& m) {
         m.listen));
 }
 
+// [ha]: a role needs both endpoints, distinct from each other and from the broker's own; the
+// endpoints without a role are a mistake too (the pair would silently not be one).
+void validate_ha(const Config& config) {
+  const HaConfig& ha = config.ha;
+  if (!ha.enabled()) {
+    if (!ha.bind.empty() || !ha.peer.empty())
+      throw ConfigError(
+          "ha.bind (--ha-bind) and ha.peer (--ha-peer) need ha.role (--ha primary or --ha backup)");
+    return;
+  }
+  if (ha.bind.empty())
+    throw ConfigError(
+        "ha.role (--ha) needs ha.bind (--ha-bind): where this broker publishes its state");
+  if (ha.peer.empty())
+    throw ConfigError(
+        "ha.role (--ha) needs ha.peer (--ha-peer): where the other broker publishes its own");
+  const std::pair<const char*, const std::string*> endpoints[] = {
+      {"ha.bind (--ha-bind)", &ha.bind}, {"ha.peer (--ha-peer)", &ha.peer}};
+  for (const auto& [key, endpoint] : endpoints)
+    if (endpoint->find("://") == std::string::npos)
+      throw ConfigError(
+          fmt::format("{} '{}': give an endpoint, e.g. tcp://HOST:PORT", key, *endpoint));
+  if (ha.peer == ha.bind)
+    throw ConfigError(fmt::format(
+        "ha.peer (--ha-peer) '{}' is this broker's own ha.bind (--ha-bind): the peer is the "
+        "other broker's",
+        ha.peer));
+  for (const auto& own : {config.frontend(), config.backend(), config.control()})
+    for (const auto& [key, endpoint] : endpoints)
+      if (*endpoint == own)
+        throw ConfigError(fmt::format(
+            "{} '{}' is also one of this broker's frontend, backend or control endpoints", key,
+            *endpoint));
+  if (config.run.broker != "mdp")
+    throw ConfigError("ha.role (--ha) needs run.broker = mdp: the proxy has no broker pair");
+  if (config.curve.enabled())  // the state channel would be plaintext beside CURVE data
+    throw ConfigError("ha.role (--ha) with curve.key (--curve): the pair's state channel has no "
+                      "CURVE yet");
+}
+
 }  // namespace
 
 void validate(Config& config) {
@@ -293,6 +333,7 @@ void validate(Config& config) {
         "(--max-workers, {})",
         config.autoscale.min_workers, config.autoscale.max_workers));
   validate_metrics(config.metrics);
+  validate_ha(config);
 }
 
 }  // namespace zyolo

@@ -120,6 +120,16 @@ struct MetricsConfig {
   std::vector<double> bounds, stage_bounds;
 };
 
+// [ha]: a broker pair with failover, Binary Star (src/wire/binary_star.hpp, threads/broker.cpp).
+struct HaConfig {
+  std::string role;      // --ha: "primary" or "backup"; "" is off (one broker, no pair)
+  std::string bind;      // --ha-bind: where this broker publishes its state (PUB)
+  std::string peer;      // --ha-peer: where the other one publishes its own (SUB)
+  int heartbeat_ms = 0;  // the state is published this often
+  int missed = 0;        // heartbeats missed before the peer counts as gone
+  bool enabled() const { return !role.empty(); }
+};
+
 // One pool of workers: its service name, its model and how many workers.
 struct PoolConfig {
   std::string service;
@@ -137,6 +147,7 @@ struct Config {
   SocketConfig sockets;
   CurveConfig curve;
   MetricsConfig metrics;
+  HaConfig ha;
   // [[pools]]: several worker pools in one fleet. Empty: one pool of run.workers workers serving
   // run.service with worker.model. Clients spread over the pools' services round-robin.
   std::vector<PoolConfig> pools;

@@ -129,6 +129,15 @@ const std::array kSettings = {
   Setting{"metrics.max_header_bytes", FIELD(metrics.max_header_bytes), 256, 1 << 20},
   Setting{"metrics.idle_timeout_ms", FIELD(metrics.idle_timeout_ms), 10, kHour},
   Setting{"metrics.max_connections", FIELD(metrics.max_connections), 1, 100'000},
+  Setting{"ha.role", FIELD(ha.role), 0, 0, "primary backup", true, "--ha", "ROLE",
+          "Run as one of a broker pair with failover (Binary Star): primary or backup; needs "
+          "--ha-bind and --ha-peer"},
+  Setting{"ha.bind", FIELD(ha.bind), 0, 0, {}, false, "--ha-bind", "ENDPOINT",
+          "With --ha: where this broker publishes its state to its peer, e.g. tcp://*:5560"},
+  Setting{"ha.peer", FIELD(ha.peer), 0, 0, {}, false, "--ha-peer", "ENDPOINT",
+          "With --ha: the peer's --ha-bind, e.g. tcp://10.0.0.2:5560"},
+  Setting{"ha.heartbeat_ms", FIELD(ha.heartbeat_ms), 10, 600'000},
+  Setting{"ha.missed", FIELD(ha.missed), 1, 100},
 };
 // clang-format on
 #undef FIELD

@@ -3,6 +3,7 @@
 #include "src/fleet/metrics.hpp"
 
 #include "src/config/allocator.hpp"
+#include "src/wire/binary_star.hpp"
 #include "src/wire/exposition.hpp"
 
 namespace zyolo {
@@ -176,6 +177,25 @@ std::string FleetMetrics::render() const {
                b.protocol_errors_by_kind.unasked_reply);
       e.sample("zyolo_protocol_errors_total", {{"kind", "reserved_service"}},
                b.protocol_errors_by_kind.reserved_service);
+      if (!b.ha_state.empty()) {  // one of a broker pair (ha.role)
+        e.family("zyolo_ha_state", "gauge",
+                 "The broker pair's state of this broker (Binary Star): 1 for the state it is in");
+        for (const HaState st : kHaStates)
+          e.sample("zyolo_ha_state", {{"state", ha_state_name(st)}},
+                   b.ha_state == ha_state_name(st) ? 1L : 0L);
+        e.single("zyolo_ha_transitions_total", "counter", "State changes of this broker of a pair",
+                 b.ha_transitions);
+        e.single("zyolo_ha_dropped_total", "counter",
+                 "Client requests this broker of a pair dropped while not ACTIVE", b.ha_dropped);
+        e.family("zyolo_ha_anomalies_total", "counter",
+                 "State messages of the peer that make no sense with this broker's, by kind "
+                 "(dual_active, dual_passive, same_role: both started as primary or as backup)");
+        for (const char* kind : {"dual_active", "dual_passive", "same_role"}) {
+          const auto it = b.ha_anomalies.find(kind);
+          e.sample("zyolo_ha_anomalies_total", {{"kind", kind}},
+                   it == b.ha_anomalies.end() ? 0L : it->second);
+        }
+      }
     }
     if (zap_) {
       e.single("zyolo_curve_allowed_keys", "gauge", "Public keys on the broker's CURVE allow-list",

@@ -84,6 +84,12 @@ void mdp_fields(S& s, F& f) {
   f("faults", s.faults);
   f("services", s.services);
   f("cpu_us", s.cpu_us);
+  f("ha_state", s.ha_state);
+  f("ha_transitions", s.ha_transitions);
+  f("ha_dropped", s.ha_dropped);
+  f("ha_peer_lost", s.ha_peer_lost);
+  f("ha_malformed", s.ha_malformed);
+  f("ha_anomalies", s.ha_anomalies);
 }
 
 template <class S, class F> requires Of<S, BrokerStats>
@@ -407,12 +413,15 @@ void add(BrokerStats& total, const BrokerStats& later) {
         {&sum.full_pipes, total.full_pipes}, {&sum.vanished, total.vanished},
         {&sum.malformed, total.malformed},
         {&sum.cpu_us, total.cpu_us},
+        {&sum.ha_transitions, total.ha_transitions}, {&sum.ha_dropped, total.ha_dropped},
+        {&sum.ha_peer_lost, total.ha_peer_lost}, {&sum.ha_malformed, total.ha_malformed},
         {&sum.protocol_errors_by_kind.ready_twice, total.protocol_errors_by_kind.ready_twice},
         {&sum.protocol_errors_by_kind.unasked_reply, total.protocol_errors_by_kind.unasked_reply},
         {&sum.protocol_errors_by_kind.reserved_service, total.protocol_errors_by_kind.reserved_service}})
     *a += b;
   for (const auto& [name, n] : total.unknown_worker_commands) sum.unknown_worker_commands[name] += n;
   for (const auto& [name, n] : total.faults) sum.faults[name] += n;
+  for (const auto& [name, n] : total.ha_anomalies) sum.ha_anomalies[name] += n;
   for (const auto& [name, before] : total.services) {  // each service's counters too
     auto& s = sum.services[name];
     s.requests += before.requests;

@@ -1,0 +1,174 @@
+// The broker actor as one of a pair (ha.role), over inproc, with the test as its peer: a PUB where
+// the test publishes the peer's state, a SUB where it reads the broker's. Passive, it drops client
+// requests and counts them; with its peer silent past the expiry, a client's request makes it
+// ACTIVE and is served by a worker registered with it all along; both ACTIVE, the backup yields;
+// a peer of its own role and malformed state messages are counted.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "sockets.hpp"
+#include "src/wire/actor.hpp"
+#include "src/wire/binary_star.hpp"
+#include "src/wire/pipe.hpp"
+#include "src/wire/protocol.hpp"
+#include "threads/actors.hpp"
+
+using namespace zyolo;
+using namespace std::chrono_literals;
+using zyolo_test::send;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Pair {
+  zmq::context_t ctx = make_context();
+  Config config = [] {
+    Config c = default_config();
+    c.run.transport = "inproc";
+    c.worker.model = "none";
+    c.ha = {"backup", "inproc://ha-backup", "inproc://ha-primary", 50, 2};  // expiry: 100 ms
+    validate(c);
+    return c;
+  }();
+  zmq::socket_t peer_pub = [this] {
+    zmq::socket_t s(ctx, zmq::socket_type::pub);
+    s.set(zmq::sockopt::linger, 0);
+    s.bind(config.ha.peer);
+    return s;
+  }();
+  zmq::socket_t peer_sub = [this] {
+    zmq::socket_t s(ctx, zmq::socket_type::sub);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::subscribe, "");
+    s.connect(config.ha.bind);
+    return s;
+  }();
+  Actor broker{ctx, "broker",
+               [c = config](zmq::context_t& x, zmq::socket_ref p) { zyolo::broker(x, p, c); }};
+  Actor worker{ctx, "worker", [c = config](zmq::context_t& x, zmq::socket_ref p) {
+                 zyolo::worker(x, p, c, "w0");
+               }};
+  zmq::socket_t client = zyolo_test::dealer(ctx, "client-1", config.frontend());
+  std::string broker_state;  // what the broker published last
+
+  nlohmann::json stats() {
+    send_pipe(broker.pipe(), PipeCommand::Stats);
+    auto m = recv_pipe(broker.pipe());
+    REQUIRE(m.ok());
+    return nlohmann::json::parse(m->args.at(0).to_string_view());
+  }
+
+  // For `d`: the peer publishes `state` (if given) every 20 ms; the broker's state messages are
+  // read; returns the status of the first client reply to `id` ("" for none).
+  std::string pump(std::chrono::milliseconds d, std::optional<HaPeerState> state,
+                   const std::string& id = "") {
+    const auto until = Clock::now() + d;
+    auto publish_at = Clock::now();
+    std::string answer;
+    while (Clock::now() < until) {
+      if (state && Clock::now() >= publish_at) {
+        Frames f = encode_ha_state(state->state, state->role);
+        REQUIRE(send_frames(peer_pub, f));
+        publish_at += 20ms;
+      }
+      zmq::pollitem_t items[] = {{peer_sub.handle(), 0, ZMQ_POLLIN, 0},
+                                 {client.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 2, 10ms);
+      if (items[0].revents & ZMQ_POLLIN) {
+        auto m = decode_ha_state(*recv_frames(peer_sub));
+        REQUIRE(m.ok());
+        broker_state = std::string(ha_state_name(m->state));
+      }
+      if (items[1].revents & ZMQ_POLLIN) {
+        auto m = decode_client_reply(*recv_frames(client));
+        REQUIRE(m.ok());
+        auto r = decode_app_reply(std::move(m->body));
+        REQUIRE(r.ok());
+        if (r->id == id && answer.empty()) answer = std::to_string(r->status);
+      }
+    }
+    return answer;
+  }
+
+  void ask(const std::string& id) {
+    send(client, encode_client_request(
+                     "yolo", encode_app_request(id, "", zmq::message_t(id.data(), id.size()))));
+  }
+};
+
+constexpr HaPeerState kPrimaryActive{HaState::Active, HaRole::Primary};
+
+}  // namespace
+
+TEST_CASE(
+    "a backup broker: passive while its primary lives, ACTIVE on a client's vote, yields to a "
+    "second active") {
+  Pair p;
+  (void)p.pump(300ms, kPrimaryActive);
+  CHECK(p.broker_state == "PASSIVE");
+  // Passive: a client's requests are dropped and counted, while the primary lives.
+  p.ask("r1");
+  CHECK(p.pump(300ms, kPrimaryActive, "r1") == "");
+  p.ask("r2");
+  CHECK(p.pump(100ms, kPrimaryActive, "r2") == "");
+  auto s = p.stats();
+  CHECK(s["ha_state"] == "PASSIVE");
+  CHECK(s["ha_dropped"] == 2);
+  CHECK(s["requests"] == 0);
+  CHECK(s["workers"] == 1);  // registered all along
+  // Garbage on the state channel is counted, never fatal.
+  Frames junk = text_frames({"ZHA01", "x"});
+  REQUIRE(send_frames(p.peer_pub, junk));
+  (void)p.pump(100ms, kPrimaryActive);
+  CHECK(p.stats()["ha_malformed"] == 1);
+  // The primary goes silent; time alone changes nothing.
+  (void)p.pump(300ms, std::nullopt);
+  CHECK(p.broker_state == "PASSIVE");
+  s = p.stats();
+  CHECK(s["ha_peer_lost"] == 1);
+  // A client's request is the vote: ACTIVE, and served by the worker registered with it.
+  p.ask("r3");
+  CHECK(p.pump(500ms, std::nullopt, "r3") == "200");
+  CHECK(p.broker_state == "ACTIVE");
+  s = p.stats();
+  CHECK(s["ha_state"] == "ACTIVE");
+  CHECK(s["ha_transitions"] == 2);  // BACKUP -> PASSIVE -> ACTIVE
+  CHECK(s["replies"] == 1);
+  // The primary comes back restarted: the backup stays ACTIVE and keeps serving.
+  (void)p.pump(200ms, HaPeerState{HaState::Primary, HaRole::Primary});
+  p.ask("r4");
+  CHECK(p.pump(300ms, HaPeerState{HaState::Primary, HaRole::Primary}, "r4") == "200");
+  // A second ACTIVE (a split brain healing): the backup yields and serves no more.
+  (void)p.pump(200ms, kPrimaryActive);
+  CHECK(p.broker_state == "PASSIVE");
+  p.ask("r5");
+  CHECK(p.pump(300ms, kPrimaryActive, "r5") == "");
+  s = p.stats();
+  CHECK(s["ha_state"] == "PASSIVE");
+  CHECK(s["ha_anomalies"]["dual_active"] == 1);
+  CHECK(s["ha_transitions"] == 3);
+  // A peer of its own role: counted every time, nothing moves.
+  (void)p.pump(200ms, HaPeerState{HaState::Active, HaRole::Backup});
+  s = p.stats();
+  CHECK(s["ha_anomalies"]["same_role"].get<long>() >= 3);
+  CHECK(s["ha_state"] == "PASSIVE");
+}
+
+TEST_CASE("a lone broker's STATS say no pair") {
+  zmq::context_t ctx = make_context();
+  Config c = default_config();
+  c.run.transport = "inproc";
+  validate(c);
+  Actor broker{ctx, "broker",
+               [c](zmq::context_t& x, zmq::socket_ref p) { zyolo::broker(x, p, c); }};
+  send_pipe(broker.pipe(), PipeCommand::Stats);
+  auto m = recv_pipe(broker.pipe());
+  REQUIRE(m.ok());
+  const auto s = nlohmann::json::parse(m->args.at(0).to_string_view());
+  CHECK(s["ha_state"] == "");
+  CHECK(s["ha_transitions"] == 0);
+}
