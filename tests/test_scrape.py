@@ -587,6 +587,18 @@ class MetricsTest(unittest.TestCase):
             workers_p.signal(signal.SIGTERM)
             self.assertEqual(workers_p.wait(), 0)
 
+    def answered_and_closed(self, port, request, status):
+        """Sends one bad request on a new connection: answered `status`, then closed by the server.
+        Returns the answer's headers."""
+        c = Conn(port)
+        c.send(request)
+        got, headers, body = c.response()
+        self.assertEqual(got, status, body)
+        self.assertEqual(headers.get("connection"), "close")
+        self.assertTrue(c.closed_by_server(), f"the connection stayed open after {status}")
+        c.close()
+        return headers
+
     def test_bad_http_costs_the_fleet_nothing(self):
         """While clients run a fixed number of requests, the broker's endpoint gets everything a
         scraper should not send, and much of what it may; every request is still answered, and
@@ -602,13 +614,7 @@ class MetricsTest(unittest.TestCase):
             port = broker.port
 
             # Garbage: 400 and closed.
-            c = Conn(port)
-            c.send(b"\x00\x01\xfe\xffgarbage \x7f\r\nmore: stuff\r\n\r\n")
-            status, headers, body = c.response()
-            self.assertEqual(status, 400, body)
-            self.assertEqual(headers.get("connection"), "close")
-            self.assertTrue(c.closed_by_server(), "the connection stayed open after 400")
-            c.close()
+            self.answered_and_closed(port, b"\x00\x01\xfe\xffgarbage \x7f\r\nmore: stuff\r\n\r\n", 400)
 
             # A 1 MB head: 431 and closed once it passes metrics.max_header_bytes; the broker
             # holds no more of it than that (its resident memory does not follow what was sent).
@@ -623,13 +629,9 @@ class MetricsTest(unittest.TestCase):
                                 f"taking {big_heads} heads of 1 MB")
 
             # POST: 405 with Allow, and closed.
-            c = Conn(port)
-            c.send(b"POST /metrics HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello")
-            status, headers, body = c.response()
-            self.assertEqual(status, 405, body)
+            headers = self.answered_and_closed(
+                port, b"POST /metrics HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello", 405)
             self.assertEqual(headers.get("allow"), "GET, HEAD")
-            self.assertTrue(c.closed_by_server(), "the connection stayed open after 405")
-            c.close()
 
             # Half a request, then gone: dropped (closed_mid_request).
             c = Conn(port)

@@ -7,37 +7,29 @@
 
 namespace zyolo {
 
-std::string escape_label_value(std::string_view v) {
+namespace {
+// The format's escaping: backslash and line feed, and in a label value the double quote too.
+std::string escape(std::string_view v, bool quote) {
   std::string out;
   out.reserve(v.size());
   for (const char c : v) {
     if (c == '\\')
       out += "\\\\";
-    else if (c == '"')
-      out += "\\\"";
     else if (c == '\n')
       out += "\\n";
+    else if (c == '"' && quote)
+      out += "\\\"";
     else
       out += c;
   }
   return out;
 }
+std::string escape_help(std::string_view v) { return escape(v, false); }
+}  // namespace
+
+std::string escape_label_value(std::string_view v) { return escape(v, true); }
 
 namespace {
-// HELP text escapes backslash and line feed only.
-std::string escape_help(std::string_view v) {
-  std::string out;
-  for (const char c : v) {
-    if (c == '\\')
-      out += "\\\\";
-    else if (c == '\n')
-      out += "\\n";
-    else
-      out += c;
-  }
-  return out;
-}
-
 // A float as the format takes it: the shortest text that reads back the same, or +Inf, -Inf, NaN.
 std::string number(double v) {
   if (std::isnan(v)) return "NaN";
