@@ -204,11 +204,9 @@ struct DemandMeter {
 // A service's counters for STATS (and the metrics): cumulative since the broker started.
 struct ServiceCounters {
   long requests = 0, rejected = 0;
-  long replies[5] = {};  // by status: 200, 400, 500, 503, 504 and other (kReplyStatus)
-  long other = 0;
-  Histogram queue_wait;  // seconds
+  long replies[std::size(kReplyStatuses)] = {};  // by status, as kReplyStatuses names them
+  Histogram queue_wait;                           // seconds
 };
-constexpr std::string_view kReplyStatus[] = {"200", "400", "500", "503", "504"};
 
 struct Service {
   std::string name;
@@ -494,7 +492,7 @@ void on_pipe() {
     w.held.erase(w.held.begin() + static_cast<std::ptrdiff_t>(i));
     release(answered);
     ++n_.replies;
-    count_reply(service.n, peek_reply_status(m.body));
+    ++service.n.replies[peek_reply_status(m.body)];
     to_client(*m.client, service.name, m.body);
     if (w.leaving) {  // it served what crossed its DISCONNECT
       ++n_.crossed_disconnect;
@@ -808,12 +806,6 @@ void on_pipe() {
 
   void count(Fault f) { ++faults_[static_cast<int>(f)]; }
 
-  static void count_reply(ServiceCounters& n, std::string_view status) {
-    for (std::size_t i = 0; i < std::size(kReplyStatus); ++i)
-      if (status == kReplyStatus[i]) return void(++n.replies[i]);
-    ++n.other;
-  }
-
   // The counters kept as they happen, with the gauges and the malformed messages by kind.
   BrokerStats stats() const {
     BrokerStats s = n_;
@@ -832,9 +824,8 @@ void on_pipe() {
                                 [&](const auto& client) { return now - client.second <= client_window_; });
       c.requests = service.n.requests;
       c.rejected = service.n.rejected;
-      for (std::size_t i = 0; i < std::size(kReplyStatus); ++i)
-        if (service.n.replies[i]) c.replies[std::string(kReplyStatus[i])] = service.n.replies[i];
-      if (service.n.other) c.replies["other"] = service.n.other;
+      for (std::size_t i = 0; i < std::size(kReplyStatuses); ++i)
+        if (service.n.replies[i]) c.replies[std::string(kReplyStatuses[i])] = service.n.replies[i];
       c.queue_wait = service.n.queue_wait;
     }
     for (const auto& [id, slot] : worker_slots_)

@@ -27,6 +27,8 @@ class FleetMetrics {
 
   // The running broker's latest STATS.
   void broker(const BrokerStats& s);
+  // The running broker's latest STATS; null before its first, and once it stopped.
+  const BrokerStats* running_broker() const { return broker_ ? &*broker_ : nullptr; }
   // The broker stopped (a scenario killed it): its counters are kept, its gauges dropped.
   void broker_stopped();
   void broker_started() { ++broker_starts_; }

@@ -215,10 +215,11 @@ class Supervisor final : private FleetControl {
     if (finished_) return report_.interrupted ? "stopped" : "the run has ended";
     if (options_.broker && !broker_) return fmt::format("the {} is stopped", broker_name());
     if (options_.broker && !proxy_mode()) {
-      if (!last_broker_) return "no STATS from the broker yet";
+      const BrokerStats* b = metrics_->running_broker();
+      if (!b) return "no STATS from the broker yet";
       for (const auto& pool : pools_) {
-        const auto it = last_broker_->services.find(pool.service);
-        if (it == last_broker_->services.end() || it->second.workers < 1)
+        const auto it = b->services.find(pool.service);
+        if (it == b->services.end() || it->second.workers < 1)
           return fmt::format("service '{}' has no worker registered with the broker", pool.service);
       }
       return "";
@@ -618,7 +619,6 @@ class Supervisor final : private FleetControl {
       }
     }
     broker_.reset();
-    last_broker_.reset();
     if (metrics_) metrics_->broker_stopped();
   }
 
@@ -734,7 +734,6 @@ class Supervisor final : private FleetControl {
     if (s) {
       sink_.add_queue_waits(s->queue_waits_us);
       if (metrics_) metrics_->broker(*s);
-      last_broker_ = s;
     }
     return s;
   }
@@ -801,7 +800,6 @@ class Supervisor final : private FleetControl {
   std::unique_ptr<Actor> link_, zap_, broker_, controller_;
   std::optional<FleetMetrics> metrics_;     // --metrics: what the metrics actor serves
   std::unique_ptr<Actor> metrics_actor_;    // stopped last: it serves until the supervisor ends
-  std::optional<BrokerStats> last_broker_;  // the running broker's last STATS (for /readyz)
   bool started_ = false, finished_ = false;  // every actor started; the run is over (/readyz)
   std::vector<WorkerSlot> workers_;
   std::vector<ClientSlot> clients_;

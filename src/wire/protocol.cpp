@@ -335,12 +335,13 @@ std::string_view peek_request_id(std::span<const zmq::message_t> body) {
   return valid_id(id) ? id : std::string_view();
 }
 
-std::string_view peek_reply_status(std::span<const zmq::message_t> body) {
-  if (body.size() < 2) return "other";
+std::size_t peek_reply_status(std::span<const zmq::message_t> body) {
+  constexpr std::size_t other = std::size(kReplyStatuses) - 1;
+  if (body.size() < 2) return other;
   const auto status = body[1].to_string_view();
-  for (const std::string_view known : {"200", "400", "500", "503", "504"})
-    if (status == known) return known;
-  return "other";
+  for (std::size_t i = 0; i < other; ++i)
+    if (status == kReplyStatuses[i]) return i;
+  return other;
 }
 
 namespace {

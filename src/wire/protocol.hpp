@@ -191,9 +191,10 @@ Decoded<AppReply> decode_app_reply(Frames body);
 // The request id of a body that may not be a valid request, if it has one ("" otherwise): a view
 // into the body's first frame.
 std::string_view peek_request_id(std::span<const zmq::message_t> body);
-// The status of a reply body, as a label: "200", "400", "500", or "other" for any other (or no)
-// status. Reads the second frame only; a view of static text.
-std::string_view peek_reply_status(std::span<const zmq::message_t> body);
+// The statuses a reply is counted by (the broker's STATS), "other" last for any other, or none.
+inline constexpr std::string_view kReplyStatuses[] = {"200", "400", "500", "503", "504", "other"};
+// The index in kReplyStatuses of a reply body's status. Reads the second frame only.
+std::size_t peek_reply_status(std::span<const zmq::message_t> body);
 
 // The result JSON of a reply: who answered and, from a YOLO worker, what it found in the image
 // and how long each stage took; from a request that failed, what went wrong.
