@@ -138,6 +138,7 @@ void all_typed(const PipeMessage& m) {
   typed<Demand>(m, "Demand is not stable");
   typed<ScaleDecision>(m, "ScaleDecision is not stable");
   typed<Exposed>(m, "Exposed is not stable");
+  typed<HaNote>(m, "HaNote is not stable");
   typed<MetricsServerStats>(m, "MetricsServerStats is not stable");
 }
 
@@ -211,6 +212,8 @@ void write_seeds(const char* dir) {
   seeds.push_back(encode_pipe(PipeCommand::Demand, args_of(demand)));
   seeds.push_back(encode_pipe(PipeCommand::Scale, args_of(ScaleDecision{"yolo", 1.5, 2, 1, 2, 1, 0, 3, 0, 0.5, 12})));
   seeds.push_back(encode_pipe(PipeCommand::Error, args_of(ErrorText{"no model"})));
+  seeds.push_back(encode_pipe(PipeCommand::Ha, args_of(HaNote{HaNote::Kind::Transition, "BACKUP", "ACTIVE",
+                                                              "peer silent 0.5 s, a client came"})));
   seeds.push_back(encode_pipe(PipeCommand::Freeze, args_of(Freeze{std::chrono::milliseconds(1500)})));
   seeds.push_back(encode_pipe(PipeCommand::Stats, args_of(CpuClock{-12345})));
   seeds.push_back(encode_pipe(PipeCommand::Rule, args_of(LinkRule{*parse_nodes("w0,c1"), LinkMode::Drop, 0.25,

@@ -2,9 +2,11 @@
 // the test publishes the peer's state, a SUB where it reads the broker's. Passive, it drops client
 // requests and counts them; with its peer silent past the expiry, a client's request makes it
 // ACTIVE and is served by a worker registered with it all along; both ACTIVE, the backup yields;
-// a peer of its own role and malformed state messages are counted.
+// a peer of its own role and malformed state messages are counted. Each change, anomaly and lost
+// peer is an HA note on the broker's pipe, for its parent to say.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -55,11 +57,26 @@ struct Pair {
   zmq::socket_t client = zyolo_test::dealer(ctx, "client-1", config.frontend());
   std::string broker_state;  // what the broker published last
 
+  std::vector<std::string> notes;  // what the broker told its parent (HA notes), as it reads
+
+  // The broker's STATS; the HA notes before it on the pipe (the broker's thread prints nothing:
+  // its parent says them) are kept in `notes`.
   nlohmann::json stats() {
     send_pipe(broker.pipe(), PipeCommand::Stats);
-    auto m = recv_pipe(broker.pipe());
-    REQUIRE(m.ok());
-    return nlohmann::json::parse(m->args.at(0).to_string_view());
+    for (;;) {
+      auto m = recv_pipe(broker.pipe());
+      REQUIRE(m.ok());
+      if (m->command == PipeCommand::Stats) return nlohmann::json::parse(m->args.at(0).to_string_view());
+      REQUIRE(m->command == PipeCommand::Ha);
+      auto note = decode_args<HaNote>(*m);
+      REQUIRE(note.ok());
+      notes.push_back(std::string(ha_note_kind_name(note->kind)) + " " + ha_note_text(*note));
+    }
+  }
+
+  // True when a note so far begins with `text`.
+  bool noted(const std::string& text) const {
+    return std::any_of(notes.begin(), notes.end(), [&](const std::string& n) { return n.starts_with(text); });
   }
 
   // For `d`: the peer publishes `state` (if given) every 20 ms; the broker's state messages are
@@ -138,6 +155,10 @@ TEST_CASE(
   CHECK(s["ha_state"] == "ACTIVE");
   CHECK(s["ha_transitions"] == 2);  // BACKUP -> PASSIVE -> ACTIVE
   CHECK(s["replies"] == 1);
+  INFO(doctest::toString(p.notes.size()), " notes: ", p.notes.empty() ? "" : p.notes.back());
+  CHECK(p.noted("transition BACKUP -> PASSIVE (the peer, started as primary, is ACTIVE"));
+  CHECK(p.noted("peer-lost PASSIVE: the peer went silent ("));
+  CHECK(p.noted("transition PASSIVE -> ACTIVE (peer silent "));
   // The primary comes back restarted: the backup stays ACTIVE and keeps serving.
   (void)p.pump(200ms, HaPeerState{HaState::Primary, HaRole::Primary});
   p.ask("r4");
@@ -151,6 +172,8 @@ TEST_CASE(
   CHECK(s["ha_state"] == "PASSIVE");
   CHECK(s["ha_anomalies"]["dual_active"] == 1);
   CHECK(s["ha_transitions"] == 3);
+  CHECK(p.noted("anomaly ANOMALY (dual_active): "));
+  CHECK(p.noted("transition ACTIVE -> PASSIVE ("));
   // A peer of its own role: counted every time, nothing moves.
   (void)p.pump(200ms, HaPeerState{HaState::Active, HaRole::Backup});
   s = p.stats();

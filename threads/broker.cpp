@@ -57,7 +57,8 @@
 // heartbeat x missed): then it serves it. It dispatches nothing while not ACTIVE, and a broker
 // that leaves ACTIVE (the backup of two actives yields) gives up what it had queued. Workers stay
 // registered all along (heartbeats go on both ways). Each state change is a line on stderr with
-// its reason and is counted in STATS (ha_state, ha_transitions, ha_anomalies, ha_peer_lost).
+// its reason and is counted in STATS (ha_state, ha_transitions, ha_anomalies, ha_peer_lost); the
+// line is the parent's to print: the broker sends it an HA note on its pipe (src/wire/pipe.hpp).
 // With ha.role unset nothing of this exists: the data path is one untaken branch.
 #include <fmt/format.h>
 
@@ -700,10 +701,18 @@ void on_pipe() {
     const HaOutcome o = ha_->fsm.tick(now);
     if (o.peer_lost) {
       ++n_.ha_peer_lost;
-      fmt::print(stderr, "zyolo broker: ha: {}: the peer went silent ({:.1f} s)\n",
-                 ha_state_name(ha_->fsm.state()), ha_->fsm.peer_silent_s(now));
+      const std::string state(ha_state_name(ha_->fsm.state()));
+      note_ha({HaNote::Kind::PeerLost, state, state,
+               fmt::format("the peer went silent ({:.1f} s)", ha_->fsm.peer_silent_s(now))});
     }
     ha_->publish_at = now + ha_->interval;
+  }
+
+  // Tells the parent (which says it on stderr and records it): this thread prints nothing. The
+  // pipe holds a thousand messages; a parent that far behind loses a note (STATS still counts the
+  // transitions), and the broker never waits for it.
+  void note_ha(const HaNote& note) {
+    (void)send_pipe(pipe_, PipeCommand::Ha, args_of(note), zmq::send_flags::dontwait);
   }
 
   void publish_ha_state() {
@@ -719,15 +728,16 @@ void on_pipe() {
     if (o.anomaly != HaAnomaly::None) ++n_.ha_anomalies[std::string(ha_anomaly_name(o.anomaly))];
     if (o.anomaly != ha_logged_) {  // an anomaly is logged when it begins, counted every time
       ha_logged_ = o.anomaly;
-      if (o.anomaly != HaAnomaly::None)
-        fmt::print(stderr, "zyolo broker: ha: {} ({}): {}\n",
-                   o.anomaly == HaAnomaly::SameRole ? "MISCONFIGURED" : "ANOMALY",
-                   ha_anomaly_name(o.anomaly), why);
+      if (o.anomaly != HaAnomaly::None) {
+        const std::string state(ha_state_name(o.from));
+        note_ha({HaNote::Kind::Anomaly, state, state,
+                 fmt::format("{} ({}): {}", o.anomaly == HaAnomaly::SameRole ? "MISCONFIGURED" : "ANOMALY",
+                             ha_anomaly_name(o.anomaly), why)});
+      }
     }
     if (!o.changed()) return;
     ++n_.ha_transitions;
-    fmt::print(stderr, "zyolo broker: ha: {} -> {} ({})\n", ha_state_name(o.from),
-               ha_state_name(o.to), why);
+    note_ha({HaNote::Kind::Transition, std::string(ha_state_name(o.from)), std::string(ha_state_name(o.to)), why});
     if (o.from == HaState::Active) {
       for (auto& [name, service] : services_)
         while (!service.requests.empty()) {

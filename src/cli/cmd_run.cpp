@@ -29,6 +29,7 @@ struct RunFlags {
   std::string report_file, scenario, plot_file;
   uint64_t seed = 0;
   bool quiet = false;
+  bool ha = false;  // --ha: run.ha = true
 };
 
 int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
@@ -38,12 +39,13 @@ int run_fleet_command(const CLI::App& run, const RunFlags& flags) {
   if (!flags.scenario.empty()) scenario = load_scenario(flags.scenario, config);
   else if (run.count("--seed")) throw ConfigError("--seed needs --scenario");
   flags.settings.apply(config);
+  if (flags.ha) config.run.ha = true;
   check_autoscale_flags(flags.settings, config);
+  if (config.ha.enabled() && !config.run.ha)  // a role is one broker's of a pair of processes
+    throw ConfigError("ha.role is for zyolo broker --ha (one broker of a pair per process); for a "
+                      "pair in this process, zyolo run --ha (run.ha = true) without ha.role");
   validate(config);
-  require_single_endpoints(config, "zyolo run's in-process broker");
-  if (config.ha.enabled())  // one broker in one process: a pair is two `zyolo broker` processes
-    throw ConfigError("ha.role is for zyolo broker --ha (a pair of broker processes); zyolo run has one "
-                      "broker (zyolo run --ha is not there yet)");
+  if (!config.run.ha) require_single_endpoints(config, "zyolo run's in-process broker");
   settle_curve(config, CurveRole::None);
   if (scenario)
     settle_scenario(*scenario, config, run.count("--seed") ? std::optional(flags.seed) : std::nullopt);
@@ -96,6 +98,8 @@ Subcommand add_run_command(CLI::App& root) {
   run->add_option("--plot", f.plot_file, "Draw throughput, p99 latency and workers over time, "
                   "with the scenario's events, into this PNG (needs gnuplot)");
   run->add_flag("--quiet", f.quiet, "No live progress line, no event lines");
+  run->add_flag("--ha", f.ha, "The broker is a pair with failover (Binary Star): primary and backup "
+                "broker actors, clients and workers given both (run.ha)");
   return {run, [run, flags] { return run_fleet_command(*run, *flags); }};
 }
 

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include <toml++/toml.h>
@@ -152,6 +153,82 @@ void require_single_endpoints(const Config& config, std::string_view who) {
           config.run.transport, key, value, who));
 }
 
+namespace {
+
+// The transport's endpoints of `config`, all three at once.
+void set_endpoints(Config& config, const std::string& frontend, const std::string& backend,
+                   const std::string& control) {
+  auto& e = config.endpoints;
+  if (config.run.transport == "ipc") {
+    e.ipc_frontend = frontend, e.ipc_backend = backend, e.ipc_control = control;
+  } else if (config.run.transport == "tcp") {
+    e.tcp_frontend = frontend, e.tcp_backend = backend, e.tcp_control = control;
+  } else {
+    e.inproc_frontend = frontend, e.inproc_backend = backend, e.inproc_control = control;
+  }
+}
+
+// An endpoint of the pair's other broker, or its state channel: tcp, the port + `port_offset`;
+// ipc and inproc, `suffix` added to the name (before a final ".ipc").
+std::string derive_endpoint(const std::string& endpoint, int port_offset, std::string_view suffix,
+                            std::string_view key) {
+  if (endpoint.starts_with("tcp://")) {
+    const auto colon = endpoint.rfind(':');
+    int port = 0;
+    const char* first = endpoint.data() + colon + 1;
+    const char* last = endpoint.data() + endpoint.size();
+    const auto [end, error] = std::from_chars(first, last, port);
+    if (colon == std::string::npos || error != std::errc() || end != last || port <= 0 ||
+        port + port_offset > 65535)
+      throw ConfigError(fmt::format(
+          "zyolo run --ha: {} '{}': no port to derive the pair's other endpoints from; give a list "
+          "of two (the primary's, the backup's) and ha.bind, ha.peer", key, endpoint));
+    return fmt::format("{}{}", endpoint.substr(0, colon + 1), port + port_offset);
+  }
+  if (endpoint.ends_with(".ipc"))
+    return fmt::format("{}{}.ipc", endpoint.substr(0, endpoint.size() - 4), suffix);
+  return endpoint + std::string(suffix);
+}
+
+// The primary's and the backup's endpoint of a key: a list of two as given, or one and the other
+// derived from it.
+std::array<std::string, 2> pair_of(const std::string& value, std::string_view key) {
+  const auto items = split_endpoints(value);
+  if (items.size() == 2) return {items[0], items[1]};
+  if (items.size() > 2)
+    throw ConfigError(fmt::format("zyolo run --ha: {} '{}': at most two endpoints, the primary's "
+                                  "and the backup's", key, value));
+  return {items[0], derive_endpoint(items[0], 10, "-backup", key)};
+}
+
+}  // namespace
+
+std::array<Config, 2> ha_pair(const Config& config) {
+  const std::string t = config.run.transport;
+  const auto frontends = pair_of(config.frontend(), fmt::format("endpoints.{}_frontend", t));
+  const auto backends = pair_of(config.backend(), fmt::format("endpoints.{}_backend", t));
+  const auto controls = pair_of(config.control(), fmt::format("endpoints.{}_control", t));
+  std::array<std::string, 2> states = {config.ha.bind, config.ha.peer};
+  for (int i = 0; i < 2; ++i)
+    if (states[i].empty()) states[i] = derive_endpoint(frontends[i], 5, "-ha", "the frontend");
+  std::array<Config, 2> pair = {config, config};
+  for (int i = 0; i < 2; ++i) {
+    set_endpoints(pair[i], frontends[i], backends[i], controls[i]);
+    pair[i].ha.role = i == 0 ? "primary" : "backup";
+    pair[i].ha.bind = states[i];
+    pair[i].ha.peer = states[1 - i];
+  }
+  return pair;
+}
+
+Config ha_nodes(const Config& config) {
+  const auto pair = ha_pair(config);
+  Config c = config;
+  set_endpoints(c, pair[0].frontend() + "," + pair[1].frontend(),
+                pair[0].backend() + "," + pair[1].backend(), pair[0].control());
+  return c;
+}
+
 Config default_config() {
   Config config;
   apply_toml(config, kDefaultConfigToml, "config/default.toml (built in)");
@@ -235,10 +312,47 @@ void validate_metrics(MetricsConfig& m) {
         m.listen));
 }
 
+// zyolo run --ha: one process runs both brokers of the pair, so no role is this process's; the
+// state channels are ha.bind and ha.peer (the primary's and the backup's) or derived (ha_pair).
+// The controller and the metrics endpoint read one broker: they are not there yet with a pair.
+void validate_run_ha(const Config& config) {
+  if (config.ha.enabled())
+    throw ConfigError(fmt::format(
+        "ha.role is for zyolo broker --ha (one broker of a pair per process); zyolo run --ha "
+        "(run.ha) runs both brokers in this process: remove ha.role '{}'", config.ha.role));
+  if (config.run.broker != "mdp")
+    throw ConfigError("zyolo run --ha (run.ha) needs run.broker = mdp (--broker mdp): the proxy has "
+                      "no broker pair");
+  if (config.ha.bind.empty() != config.ha.peer.empty())
+    throw ConfigError("zyolo run --ha: give both ha.bind (the primary's state channel) and ha.peer "
+                      "(the backup's), or neither (both derived from the frontends)");
+  if (!config.ha.bind.empty() && config.ha.bind == config.ha.peer)
+    throw ConfigError(fmt::format("zyolo run --ha: ha.bind and ha.peer are both '{}': each broker "
+                                  "publishes its state on a channel of its own", config.ha.bind));
+  if (config.autoscale.enabled)
+    throw ConfigError("zyolo run --ha with autoscale.enabled (--autoscale): the controller follows "
+                      "one broker's demand; a pair's is not there yet");
+  if (!config.metrics.listen.empty())
+    throw ConfigError("zyolo run --ha with metrics.listen (--metrics): the metrics follow one "
+                      "broker; a pair's are not there yet");
+  if (config.curve.enabled())
+    throw ConfigError("zyolo run --ha with curve.key (--curve): the pair's state channel has no "
+                      "CURVE yet");
+  const auto pair = ha_pair(config);  // throws when an endpoint cannot be derived
+  std::vector<std::string> all;
+  for (const auto& c : pair)
+    for (const auto& e : {c.frontend(), c.backend(), c.control(), c.ha.bind}) {
+      if (std::find(all.begin(), all.end(), e) != all.end())
+        throw ConfigError(fmt::format("zyolo run --ha: the pair's endpoints name '{}' twice", e));
+      all.push_back(e);
+    }
+}
+
 // [ha]: a role needs both endpoints, distinct from each other and from the broker's own; the
 // endpoints without a role are a mistake too (the pair would silently not be one).
 void validate_ha(const Config& config) {
   const HaConfig& ha = config.ha;
+  if (config.run.ha) return validate_run_ha(config);
   if (!ha.enabled()) {
     if (!ha.bind.empty() || !ha.peer.empty())
       throw ConfigError(
@@ -319,7 +433,7 @@ void validate(Config& config) {
                                   config.run.transport));
   for (const auto& [key, value] : {std::pair{"frontend", config.frontend()}, {"backend", config.backend()}})
     check_endpoint_list(fmt::format("endpoints.{}_{}", config.run.transport, key), value);
-  if (split_endpoints(config.control()).size() > 1)
+  if (split_endpoints(config.control()).size() > (config.run.ha ? 2u : 1u))
     throw ConfigError(fmt::format("endpoints.{}_control '{}' must be one endpoint, not a list",
                                   config.run.transport, config.control()));
   const auto& so = config.sockets;

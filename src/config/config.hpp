@@ -2,6 +2,7 @@
 // config/default.toml (compiled in), an optional --config file, and command-line flags.
 #pragma once
 
+#include <array>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -26,6 +27,9 @@ struct RunConfig {
   // Every duration of the run's time line is this many times its configured length (zyolo run
   // --time-scale; scale_time_line in scenario.hpp): 0.5 plays the same run in half the time.
   double time_scale = 1.0;
+  // zyolo run --ha: the broker is a pair (Binary Star) of two broker actors, primary and backup;
+  // clients and workers get both (ha_pair below).
+  bool ha = false;
 };
 
 // Each is one endpoint string; the frontend and backend may also be a list, comma-separated
@@ -163,6 +167,19 @@ struct Config {
   std::vector<std::string> frontends() const;
   std::vector<std::string> backends() const;
 };
+
+// zyolo run --ha (run.ha): the configurations of the pair's two brokers, the primary's first. Each
+// binds one frontend, backend and control endpoint of the run's transport, and publishes its
+// state on a channel of its own (its ha.bind; its ha.peer is the other's). The frontend, backend
+// and control may each be a list of two, the primary's and the backup's; one endpoint is the
+// primary's, and the backup's is derived from it: tcp, the port + 10 (5555 -> 5565); ipc and
+// inproc, "-backup" added to the name (before ".ipc"). The state channels are ha.bind (the
+// primary's) and ha.peer (the backup's) when given, else derived from each one's frontend: tcp,
+// the port + 5 (5560, 5570); ipc and inproc, "-ha" added. Throws ConfigError.
+std::array<Config, 2> ha_pair(const Config& config);
+// The configuration of the clients and workers of such a pair: both frontends and both backends,
+// the primary's first ("A,B": they move to the next on silence).
+Config ha_nodes(const Config& config);
 
 // The items of a comma-separated endpoint list, as they are (checked by check_endpoint_list).
 std::vector<std::string> split_endpoints(std::string_view list);

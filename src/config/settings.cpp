@@ -46,6 +46,8 @@ const std::array kSettings = {
           "Play the run's whole time line X times as long: its length, the scenario's events, "
           "heartbeats, timeouts, reconnects and autoscale delays; 0.5 plays the same faults in "
           "half the time"},
+  Setting{"run.ha", FIELD(run.ha), 0, 0, {}, false, {}, {},
+          "zyolo run --ha: the broker is a pair with failover (two broker actors)"},
   Setting{"endpoints.inproc_frontend", FIELD(endpoints.inproc_frontend)},
   Setting{"endpoints.inproc_backend", FIELD(endpoints.inproc_backend)},
   Setting{"endpoints.ipc_frontend", FIELD(endpoints.ipc_frontend)},

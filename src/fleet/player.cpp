@@ -39,10 +39,12 @@ void ScenarioPlayer::play_due(double t, FleetControl& fleet, std::vector<FaultEv
 void ScenarioPlayer::end(const Step& step, double t, FleetControl& fleet, std::vector<FaultEvent>& events) {
   const ScenarioEvent& e = scenario_.events[step.event];
   auto& fault = events[static_cast<std::size_t>(event_index_[step.event])];
-  fault.end_t = t;
+  if (!fault.failover) fault.end_t = t;  // a failover ended when the other broker took over
   if (e.action == Action::KillBroker) {
-    fleet.start_broker();
-    fault.detail += fmt::format("; a new {} started at {:.2f} s", fleet.broker_name(), t);
+    const std::string& name = crashed_[step.event];
+    fleet.start_broker(name);
+    fault.detail += fault.broker.empty() ? fmt::format("; a new {} started at {:.2f} s", name, t)
+                                         : fmt::format("; {} started again at {:.2f} s", name, t);
   } else {  // crash-worker: a new worker takes the crashed one's place
     const std::string id = fleet.start_worker(crashed_[step.event]);
     fault.detail += fmt::format("; {} replaced it at {:.2f} s", id, t);
@@ -52,30 +54,30 @@ void ScenarioPlayer::end(const Step& step, double t, FleetControl& fleet, std::v
 
 void ScenarioPlayer::play(const Step& step, double t, FleetControl& fleet, std::vector<FaultEvent>& events) {
   const ScenarioEvent& e = scenario_.events[step.event];
-  FaultEvent fault{t, std::string(action_name(e.action)), "", -1, -1, -1};
+  FaultEvent fault{t, std::string(action_name(e.action)), "", -1, -1, -1, "", false, -1};
   bool second_half = false;
   const auto ms = [](double s) { return std::chrono::milliseconds(std::lround(s * 1000)); };
   switch (e.action) {
     case Action::KillBroker:
-      if (!fleet.broker_running()) {
-        fault.detail = "the broker was already down";
-        break;
-      }
-      fleet.kill_broker();
-      fault.detail = fmt::format("{} killed", fleet.broker_name());
-      second_half = e.for_s > 0;
+      kill_broker(e, fault, fleet, step.event);
+      second_half = e.for_s > 0 && !crashed_[step.event].empty();
       break;
-    case Action::RestartBroker:
-      if (fleet.broker_running()) {
-        fault.detail = "the broker was already up";
+    case Action::RestartBroker: {
+      const std::string name = choose_broker(e.broker, false, fleet);
+      if (fleet.brokers().size() > 1) fault.broker = name;
+      if (name.empty() || fleet.broker_running(name)) {
+        fault.detail = name.empty() ? "no broker was down" : fmt::format("the {} was already up", name);
         break;
       }
-      fleet.start_broker();
-      fault.detail = fmt::format("a new {}", fleet.broker_name());
+      fleet.start_broker(name);
+      fault.detail = fmt::format("a new {}", name);
       fault.end_t = t;
-      for (auto& earlier : events)  // the kill it ends
-        if (earlier.kind == action_name(Action::KillBroker) && earlier.end_t < 0) earlier.end_t = t;
+      for (auto& earlier : events)  // the kill it ends (a failover ended when the other took over)
+        if (earlier.kind == action_name(Action::KillBroker) && earlier.end_t < 0 &&
+            earlier.broker == fault.broker && !earlier.failover)
+          earlier.end_t = t;
       break;
+    }
     case Action::CrashWorker:
     case Action::FreezeWorker: {
       const std::string id = choose_worker(e.worker, fleet);
@@ -135,6 +137,33 @@ std::string ScenarioPlayer::link_fault(const ScenarioEvent& e, FleetControl& fle
   if (mode == LinkMode::Partition) return fmt::format("{} for {:.2f} s", e.nodes, e.for_s);
   if (mode == LinkMode::Drop) return fmt::format("{:.0f}% of {} for {:.2f} s", 100 * e.fraction, e.nodes, e.for_s);
   return fmt::format("{} by {:.0f} ms for {:.2f} s", e.nodes, e.delay_ms, e.for_s);
+}
+
+std::string ScenarioPlayer::choose_broker(const std::string& target, bool to_kill, const FleetControl& fleet) {
+  const auto names = fleet.brokers();
+  if (names.size() == 1) return names.front();
+  if (!target.empty() && target != "active") return target;
+  for (const auto& name : names)
+    if (to_kill ? fleet.broker_state(name) == "ACTIVE" : !fleet.broker_running(name)) return name;
+  return "";
+}
+
+// Kills the broker the event names (crashed_ keeps it for the restart); with a pair, the ACTIVE
+// one's kill is a failover.
+void ScenarioPlayer::kill_broker(const ScenarioEvent& e, FaultEvent& fault, FleetControl& fleet,
+                                 std::size_t event) {
+  const std::string name = choose_broker(e.broker, true, fleet);
+  const bool pair = fleet.brokers().size() > 1;
+  if (pair) fault.broker = name;
+  if (name.empty() || !fleet.broker_running(name)) {
+    fault.detail = name.empty() ? "no broker was ACTIVE" : fmt::format("the {} was already down", name);
+    return;
+  }
+  const std::string state = fleet.broker_state(name);
+  fleet.kill_broker(name);
+  crashed_[event] = name;
+  fault.failover = pair && state == "ACTIVE";
+  fault.detail = pair ? fmt::format("{} ({}) killed", name, state) : fmt::format("{} killed", name);
 }
 
 std::string ScenarioPlayer::choose_worker(const std::string& id, const FleetControl& fleet) {

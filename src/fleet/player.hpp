@@ -4,6 +4,11 @@
 //
 // An event with `for` has two halves: kill-broker and crash-worker with `for` end by themselves
 // (a new broker, a replacement worker), a step the player keeps in time order beside the events.
+//
+// With a broker pair (zyolo run --ha), kill-broker stops the broker its `broker` key names, the
+// ACTIVE one by default: a failover, which ends when the other becomes ACTIVE (the supervisor
+// sets its end then, not the player); with `for`, the killed one starts again after that long
+// (and goes PASSIVE).
 #pragma once
 
 #include <chrono>
@@ -24,10 +29,15 @@ namespace zyolo {
 class FleetControl {
  public:
   virtual ~FleetControl() = default;
-  virtual bool broker_running() const = 0;
   virtual const char* broker_name() const = 0;  // "broker", or "proxy" (--broker proxy)
-  virtual void start_broker() = 0;
-  virtual void kill_broker() = 0;  // its sockets close and what it held is gone
+  // The brokers by name: the one broker_name() names, or "primary" and "backup" (zyolo run --ha).
+  virtual std::vector<std::string> brokers() const = 0;
+  virtual bool broker_running(const std::string& name) const = 0;
+  // One of a pair: the state it said last (PRIMARY, BACKUP, ACTIVE, PASSIVE; DOWN while it is
+  // stopped). "" for a broker alone.
+  virtual std::string broker_state(const std::string& name) const = 0;
+  virtual void start_broker(const std::string& name) = 0;  // one of a pair starts PRIMARY or BACKUP
+  virtual void kill_broker(const std::string& name) = 0;  // its sockets close and what it held is gone
   // The running workers, oldest first.
   virtual std::vector<std::string> running_workers() const = 0;
   virtual void crash_worker(const std::string& id) = 0;  // no DISCONNECT: the broker expires it
@@ -63,6 +73,10 @@ class ScenarioPlayer {
   void end(const Step& step, double t, FleetControl& fleet, std::vector<FaultEvent>& events);
   // The running worker `id`, or with no id one drawn from the scenario's seed; "" if none.
   std::string choose_worker(const std::string& id, const FleetControl& fleet);
+  // The broker an event acts on: the only one; of a pair, the one `target` names, or for
+  // "active" (or none) the ACTIVE one to kill, the one down to restart. "" when there is none.
+  static std::string choose_broker(const std::string& target, bool to_kill, const FleetControl& fleet);
+  void kill_broker(const ScenarioEvent& e, FaultEvent& fault, FleetControl& fleet, std::size_t event);
   std::string add_workers(int count, FleetControl& fleet);
   static std::string link_fault(const ScenarioEvent& e, FleetControl& fleet);
   std::string remove_workers(int count, FleetControl& fleet);
@@ -72,7 +86,7 @@ class ScenarioPlayer {
   std::vector<Step> steps_;   // in time order
   std::size_t next_ = 0;
   std::vector<int> event_index_;  // scenario event -> its entry in the report's events
-  std::vector<std::string> crashed_;  // scenario event -> the worker it crashed
+  std::vector<std::string> crashed_;  // scenario event -> the worker (or broker) it stopped
   std::mt19937_64 random_;            // the scenario's seed: which worker a fault picks
 };
 

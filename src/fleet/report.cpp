@@ -202,6 +202,17 @@ nlohmann::json phases_json(const Report& r) {
 
 }  // namespace
 
+// zyolo run --ha: the pair's records in time order, and each broker's last state; null otherwise.
+static nlohmann::json ha_json(const Report& r) {
+  if (r.ha.empty() && r.ha_final.empty()) return nullptr;
+  nlohmann::json records = nlohmann::json::array(), final_states = nlohmann::json::object();
+  for (const auto& h : r.ha)
+    records.push_back({{"t", h.t}, {"broker", h.broker}, {"kind", h.kind}, {"from", h.from}, {"to", h.to},
+                       {"text", h.text}});
+  for (const auto& [broker, state] : r.ha_final) final_states[broker] = state;
+  return {{"records", records}, {"final", final_states}};
+}
+
 nlohmann::json to_json(const Report& r) {
   nlohmann::json errors_by_status = nlohmann::json::object();
   for (const auto& [status, n] : r.errors_by_status) errors_by_status[std::to_string(status)] = n;
@@ -226,6 +237,11 @@ nlohmann::json to_json(const Report& r) {
   for (const auto& e : r.events)
     events.push_back({{"t", e.t}, {"kind", e.kind}, {"detail", e.detail}, {"end_t", e.end_t},
                       {"first_answer_s", e.first_answer_s}, {"recover90_s", e.recover90_s}});
+  for (std::size_t i = 0; i < r.events.size(); ++i) {
+    const auto& e = r.events[i];
+    if (!e.broker.empty()) events[i]["broker"] = e.broker;
+    if (e.failover) events[i]["failover_s"] = e.failover_s;
+  }
   nlohmann::json error_latency = nlohmann::json::object();
   for (const auto& [status, p] : r.error_latency_ms)
     error_latency[std::to_string(status)] = {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}};
@@ -251,9 +267,16 @@ nlohmann::json to_json(const Report& r) {
       {"memory_mb", {{"start", r.rss_start_mb}, {"end", r.rss_end_mb}, {"max", r.rss_max_mb}}},
       {"broker", broker},
       {"link", r.link ? to_json(*r.link) : nlohmann::json()},
+      {"ha", ha_json(r)},
       {"actor_errors", r.actor_errors},
       {"autoscale", autoscale_json(r)},
   };
+}
+
+std::string ha_record_text(const HaRecord& r) {
+  if (r.from != r.to) return fmt::format("{} -> {} ({})", r.from, r.to, r.text);
+  if (r.kind == "anomaly") return r.text;
+  return fmt::format("{}: {}", r.from, r.text);
 }
 
 int AutoscaleReport::direction_changes() const {
@@ -350,11 +373,20 @@ std::string summary_text(const Report& r) {
     s += fmt::format("    {:6.2f} s  {:<14} {}", e.t, e.kind, e.detail);
     if (e.end_t >= 0) {
       auto secs = [](double v) { return v >= 0 ? fmt::format("{:.2f} s", v) : std::string("not seen"); };
-      s += fmt::format("  [ends {:.2f} s; recovery {} / {}]", e.end_t, secs(e.first_answer_s), secs(e.recover90_s));
+      s += fmt::format("  [ends {:.2f} s{}; recovery {} / {}]", e.end_t,
+                       e.failover ? fmt::format(", failover {:.2f} s", e.failover_s) : "",
+                       secs(e.first_answer_s), secs(e.recover90_s));
     }
     s += "\n";
   }
   s += counters_text(r);
+  if (!r.ha_final.empty()) {
+    long transitions = 0;
+    for (const auto& h : r.ha) transitions += h.kind == "transition";
+    std::vector<std::string> finals;
+    for (const auto& [broker, state] : r.ha_final) finals.push_back(broker + " " + state);
+    s += fmt::format("  ha         stopped {}; transitions {}\n", fmt::join(finals, ", "), transitions);
+  }
   if (r.rss_max_mb > 0)
     s += fmt::format("  memory MB: start {:.0f}  end {:.0f}  max {:.0f}\n", r.rss_start_mb, r.rss_end_mb, r.rss_max_mb);
   for (const auto& e : r.actor_errors) s += fmt::format("  actor error: {}\n", e);

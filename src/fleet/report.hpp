@@ -60,7 +60,26 @@ struct FaultEvent {
   // until the first answered request and until throughput was back to 90% of what it was before
   // the fault. -1: not measured (no end, or no recovery seen before the run ended).
   double end_t = -1, first_answer_s = -1, recover90_s = -1;
+  // zyolo run --ha: the broker it acted on ("primary", "backup"; "" otherwise). A failover is a
+  // kill (or cut-off) of the ACTIVE broker: it ends when the other one becomes ACTIVE (end_t),
+  // failover_s after the fault began, and recovery is measured from then; the outage the
+  // clients saw is failover_s + first_answer_s.
+  std::string broker;
+  bool failover = false;
+  double failover_s = -1;
 };
+
+// zyolo run --ha: what one broker of the pair did, as the supervisor heard it. kind: transition,
+// anomaly or peer-lost (the broker's HA notes), or started / stopped (its actor). from and to are
+// states (PRIMARY, BACKUP, ACTIVE, PASSIVE, and DOWN while its actor is stopped); equal for an
+// anomaly or a lost peer.
+struct HaRecord {
+  std::string kind, from, to, text;
+  double t = 0;        // seconds since the start
+  std::string broker;  // primary or backup
+};
+// "PRIMARY -> ACTIVE (why)", the anomaly's text, or "ACTIVE: the peer went silent (2.1 s)".
+std::string ha_record_text(const HaRecord& r);
 
 struct Percentiles {
   double p50 = 0, p90 = 0, p99 = 0, max = 0;
@@ -120,6 +139,8 @@ struct Report {
   int broker_incarnations = 0;         // brokers started in the run (a restart adds one)
   std::optional<ZapStats> curve;       // the ZAP handler's, with CURVE
   std::optional<LinkStats> link;       // the link's counters, when a scenario used one
+  std::vector<HaRecord> ha;            // zyolo run --ha: the pair's states over the run
+  std::vector<std::pair<std::string, std::string>> ha_final;  // each broker's last state
   double rss_start_mb = 0, rss_end_mb = 0, rss_max_mb = 0;  // from the timeline's rows
   std::vector<std::string> actor_errors;  // what actors said in $ERROR
   AutoscaleReport autoscale;

@@ -11,9 +11,13 @@
 //   nodes = "workers"             # partition, drop, delay: all, clients, workers or "w0,c1"
 //
 //   do                 keys               what happens
-//   kill-broker        [for]              the broker actor is stopped: its sockets close and all it
-//                                         held is gone; with `for`, a new one starts after that long
-//   restart-broker                        a new broker on the same endpoints
+//   kill-broker        [broker] [for]     the broker actor is stopped: its sockets close and all it
+//                                         held is gone; with `for`, a new one starts after that long.
+//                                         With zyolo run --ha, broker = "active" (the default: a
+//                                         failover), "primary" or "backup"; one started again
+//                                         finds its peer ACTIVE and goes PASSIVE
+//   restart-broker     [broker]           a new broker on the same endpoints (--ha: the one down,
+//                                         or the one `broker` names)
 //   crash-worker       [worker] [for]     a worker exits inside its next request, without
 //                                         DISCONNECT; with `for`, a new worker replaces it after
 //                                         that long (worker: "w1"; none: random)
@@ -62,6 +66,7 @@ struct ScenarioEvent {
   Action action = Action::Mark;
   double for_s = 0;
   std::string worker;             // crash-worker, freeze-worker: an id; "" picks one at random
+  std::string broker;             // kill-broker, restart-broker with --ha: active, primary, backup
   std::string nodes = "workers";  // partition, drop, delay
   double fraction = 0;            // drop
   double delay_ms = 0;            // delay

@@ -106,6 +106,15 @@ struct WorkerSlot {
   bool registered = false;     // as its last STATS said
 };
 
+// A broker of the run: the only one, or one of the pair (zyolo run --ha), with the endpoints it
+// binds. Its actor is null while it is down.
+struct BrokerSlot {
+  std::string name;  // "broker" (or "proxy"), or "primary" / "backup"
+  Config config;
+  std::unique_ptr<Actor> actor;
+  std::string state;  // one of a pair: the state it said last (PRIMARY, ..., DOWN); "" alone
+};
+
 struct ClientSlot {
   std::unique_ptr<Actor> actor;
   std::string id;
@@ -119,6 +128,13 @@ class Supervisor final : private FleetControl {
         progress_(options.progress, options.announce) {
     if (!config.metrics.listen.empty())
       metrics_.emplace(config, options.broker, options.workers, options.clients);
+    if (config.run.ha) {
+      const auto pair = ha_pair(config);
+      brokers_.push_back({"primary", pair[0], nullptr, "DOWN"});
+      brokers_.push_back({"backup", pair[1], nullptr, "DOWN"});
+    } else {
+      brokers_.push_back({proxy_mode() ? "proxy" : "broker", config, nullptr, ""});
+    }
     reports_.set(zmq::sockopt::rcvhwm, 0);  // no limit: see the top of this file
     reports_.set(zmq::sockopt::linger, 0);
     reports_.bind(kReports);
@@ -184,7 +200,7 @@ class Supervisor final : private FleetControl {
   // the process's health.
   void refresh_metrics() {
     if (!metrics_) return;
-    if (broker_) (void)broker_stats(milliseconds(1000));
+    if (brokers_[0].actor) (void)broker_stats(brokers_[0], milliseconds(1000));  // no metrics with a pair
     for (auto& w : workers_)
       if (w.actor && !w.stats_pending)
         w.stats_pending = send_pipe(w.actor->pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait);
@@ -213,7 +229,7 @@ class Supervisor final : private FleetControl {
   std::string unready() const {
     if (!started_) return "starting";
     if (finished_) return report_.interrupted ? "stopped" : "the run has ended";
-    if (options_.broker && !broker_) return fmt::format("the {} is stopped", broker_name());
+    if (options_.broker && !brokers_[0].actor) return fmt::format("the {} is stopped", broker_name());
     if (options_.broker && !proxy_mode()) {
       const BrokerStats* b = metrics_->running_broker();
       if (!b) return "no STATS from the broker yet";
@@ -264,7 +280,8 @@ class Supervisor final : private FleetControl {
         zap_handler(ctx, p, allowed);
       });
     }
-    if (options_.broker) start_broker();
+    if (options_.broker)
+      for (auto& b : brokers_) start_broker(b);
     std::map<std::string, int> sizes;
     for (const auto& pool : options_.workers ? pools_ : std::vector<PoolConfig>{}) {
       sizes[pool.service] = initial_workers(pool);
@@ -291,7 +308,7 @@ class Supervisor final : private FleetControl {
   // The configuration an actor of `pool` sees: its service, its model, and the endpoints it
   // connects to (the link's, when there is one).
   Config for_pool(const PoolConfig& pool) const {
-    Config c = config_;
+    Config c = config_.run.ha ? ha_nodes(config_) : config_;  // a pair: both brokers, primary's first
     c.run.service = pool.service;
     c.worker.model = pool.model;
     if (link_) {
@@ -351,15 +368,22 @@ class Supervisor final : private FleetControl {
                                                   [](const ClientSlot& c) { return !c.done; }));
   }
 
-  // The loop's poll set: the report socket, the signal descriptor, the controller's pipe, then
-  // the pipes of the workers running (their indexes in workers_). Built again only when it is
-  // stale: a worker started or stopped.
+  // The loop's poll set: the report socket, the signal descriptor, the controller's pipe, the
+  // pipes of the brokers running (one of a pair says HA there), then the pipes of the workers
+  // running (their indexes in workers_). Built again only when it is stale: a worker or a broker
+  // started or stopped.
   void rebuild_poll_set() {
     poll_items_.clear();
     poll_workers_.clear();
+    poll_brokers_.clear();
     poll_items_.push_back({reports_.handle(), 0, ZMQ_POLLIN, 0});
     poll_items_.push_back({nullptr, signals_.fd(), ZMQ_POLLIN, 0});
     if (controller_) poll_items_.push_back({controller_->pipe().handle(), 0, ZMQ_POLLIN, 0});
+    for (std::size_t i = 0; i < brokers_.size(); ++i) {
+      if (!brokers_[i].actor) continue;
+      poll_items_.push_back({brokers_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      poll_brokers_.push_back(i);
+    }
     for (std::size_t i = 0; i < workers_.size(); ++i) {
       if (!workers_[i].actor) continue;
       poll_items_.push_back({workers_[i].actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
@@ -387,8 +411,11 @@ class Supervisor final : private FleetControl {
       // until the next pass, and each is read at most once here.
       if (poll_items_[0].revents & ZMQ_POLLIN) read_reports(kReportBudget);
       if (poll_items_[1].revents & ZMQ_POLLIN) report_.interrupted = true;
-      const std::size_t first_worker = controller_ ? 3 : 2;
+      const std::size_t first_broker = controller_ ? 3 : 2;
+      const std::size_t first_worker = first_broker + poll_brokers_.size();
       if (controller_ && (poll_items_[2].revents & ZMQ_POLLIN)) on_controller();
+      for (std::size_t k = 0; k < poll_brokers_.size(); ++k)
+        if (poll_items_[first_broker + k].revents & ZMQ_POLLIN) on_broker_pipe(brokers_[poll_brokers_[k]]);
       for (std::size_t k = 0; k < poll_workers_.size(); ++k)
         if (poll_items_[first_worker + k].revents & ZMQ_POLLIN) on_worker(poll_workers_[k]);
       if (player_ && !report_.interrupted) player_->play_due(now_s(), *this, report_.events);
@@ -404,7 +431,7 @@ class Supervisor final : private FleetControl {
       }
       if (options_.progress && now >= progress_at) {
         progress_.draw(seconds(now), sink_.answered(), sink_.count(), config_.run.duration_s,
-                       config_.run.requests, broker_ != nullptr);
+                       config_.run.requests, any_broker());
         progress_at = now + refresh;
       }
     }
@@ -584,42 +611,131 @@ class Supervisor final : private FleetControl {
 
   // --- what a scenario does (FleetControl) -------------------------------------------------------
 
-  bool broker_running() const override { return broker_ != nullptr; }
   const char* broker_name() const override { return proxy_mode() ? "proxy" : "broker"; }
+  bool any_broker() const {
+    return std::any_of(brokers_.begin(), brokers_.end(), [](const BrokerSlot& b) { return b.actor != nullptr; });
+  }
 
-  // Starts a broker on the run's endpoints: the MDP broker, or the shared queue's proxy
-  // (--broker proxy). After a kill, the old one's endpoints may take a moment to be released
-  // (tcp): a failed bind is tried again for up to 5 s.
-  void start_broker() override {
-    const Config c = config_;
+  std::vector<std::string> brokers() const override {
+    std::vector<std::string> names;
+    for (const auto& b : brokers_) names.push_back(b.name);
+    return names;
+  }
+
+  BrokerSlot* find_broker(const std::string& name) {
+    for (auto& b : brokers_)
+      if (b.name == name) return &b;
+    return nullptr;
+  }
+  const BrokerSlot* find_broker(const std::string& name) const {
+    return const_cast<Supervisor*>(this)->find_broker(name);
+  }
+
+  bool broker_running(const std::string& name) const override {
+    const BrokerSlot* b = find_broker(name);
+    return b && b->actor;
+  }
+
+  std::string broker_state(const std::string& name) const override {
+    const BrokerSlot* b = find_broker(name);
+    return b ? b->state : "";
+  }
+
+  void start_broker(const std::string& name) override {
+    if (BrokerSlot* b = find_broker(name); b && !b->actor) start_broker(*b);
+  }
+
+  void kill_broker(const std::string& name) override {
+    if (BrokerSlot* b = find_broker(name); b && b->actor) kill_broker(*b);
+  }
+
+  // Starts a broker on its endpoints: the MDP broker, or the shared queue's proxy (--broker
+  // proxy). After a kill, the old one's endpoints may take a moment to be released (tcp): a
+  // failed bind is tried again for up to 5 s. One of a pair starts in its role's state.
+  void start_broker(BrokerSlot& slot) {
+    const Config c = slot.config;
     const bool queue = proxy_mode();
     const Actor::Body body = [c, queue](zmq::context_t& ctx, zmq::socket_ref p) {
       queue ? proxy(ctx, p, c) : broker(ctx, p, c);
     };
     for (int attempt = 0;; ++attempt) {
       try {
-        broker_ = std::make_unique<Actor>(ctx_, broker_name(), body);
-        ++report_.broker_incarnations;
-        if (metrics_) metrics_->broker_started();
-        return;
+        slot.actor = std::make_unique<Actor>(ctx_, slot.name, body);
+        break;
       } catch (const ActorError&) {
         if (attempt >= 50) throw;
         std::this_thread::sleep_for(milliseconds(100));  // back-off between bind attempts
       }
     }
+    ++report_.broker_incarnations;
+    poll_stale_ = true;
+    if (metrics_) metrics_->broker_started();
+    if (config_.run.ha) {
+      const std::string state = slot.name == "primary" ? "PRIMARY" : "BACKUP";
+      note_pair(slot, {"started", slot.state, state, "its actor started", 0, ""});
+    }
   }
 
-  // Stops the broker, adding its counters to those of the brokers before it.
-  void kill_broker() override {
-    if (auto s = broker_stats(milliseconds(2000))) {
+  // Stops a broker, adding its counters to those of the brokers before it. One of a pair goes
+  // DOWN in the report's record of the pair; `at_end`, the run is over: the state it was in is
+  // its final one (read after its STATS, so every note it sent before is in).
+  void kill_broker(BrokerSlot& slot, bool at_end = false) {
+    if (auto s = broker_stats(slot, milliseconds(2000))) {
       if (report_.broker) {
         add(*report_.broker, *s);
       } else {
         report_.broker = std::move(*s);
       }
     }
-    broker_.reset();
+    if (at_end && config_.run.ha) report_.ha_final.emplace_back(slot.name, slot.state);
+    slot.actor.reset();
+    poll_stale_ = true;
     if (metrics_) metrics_->broker_stopped();
+    if (config_.run.ha) note_pair(slot, {"stopped", slot.state, "DOWN", "its actor stopped", 0, ""});
+  }
+
+  // --- a pair's states (HA notes) ----------------------------------------------------------------
+
+  // A message on a broker's pipe between STATS: an HA note from one of a pair, or $ERROR.
+  void on_broker_pipe(BrokerSlot& slot) {
+    auto m = recv_pipe(slot.actor->pipe());
+    if (m) on_broker_message(slot, *m);
+  }
+
+  void on_broker_message(BrokerSlot& slot, const PipeMessage& m) {
+    if (m.command == PipeCommand::Error) {
+      report_.actor_errors.push_back(fmt::format("{}: {}", slot.actor->name(), error_text(m)));
+    } else if (m.command == PipeCommand::Ha) {
+      if (auto note = decode_args<HaNote>(m)) on_ha_note(slot, *note);
+    }
+  }
+
+  // One broker of a pair said what happened to it: this thread says it (the broker's prints
+  // nothing), as `zyolo broker --ha` always has, and `zyolo run --ha` records it.
+  void on_ha_note(BrokerSlot& slot, const HaNote& note) {
+    if (!config_.run.ha) {  // zyolo broker --ha: the one broker of this process
+      fmt::print(stderr, "zyolo broker: ha: {}\n", ha_note_text(note));
+      return;
+    }
+    note_pair(slot, {std::string(ha_note_kind_name(note.kind)), note.from, note.to, note.text, 0, ""});
+  }
+
+  // Records and announces a change of one of the pair (a note, or its actor started or stopped).
+  // A broker that becomes ACTIVE ends the failovers that wait for one: the kills and cut-offs of
+  // the other while it was ACTIVE.
+  void note_pair(BrokerSlot& slot, HaRecord record) {
+    record.t = now_s();
+    record.broker = slot.name;
+    if (record.from != record.to) slot.state = record.to;
+    announce("ha", fmt::format("{}: {}", slot.name, ha_record_text(record)), record.t);
+    report_.ha.push_back(std::move(record));
+    if (slot.state != "ACTIVE" || report_.ha.back().from == "ACTIVE") return;
+    for (auto& e : report_.events) {
+      if (!e.failover || e.end_t >= 0 || e.broker == slot.name) continue;
+      e.end_t = report_.ha.back().t;
+      e.failover_s = e.end_t - e.t;
+      e.detail += fmt::format("; {} ACTIVE at {:.2f} s", slot.name, e.end_t);
+    }
   }
 
   std::vector<std::string> running_workers() const override {
@@ -722,15 +838,43 @@ class Supervisor final : private FleetControl {
     report_.workers.push_back(share);
   }
 
-  // One timeline row, with the broker's view of workers and queue.
+  // One timeline row, with the brokers' view of workers and queue (a pair's two added up: a
+  // worker is registered with one of them).
   void add_row(Clock::time_point now) {
-    timeline_.add_row(seconds(now), broker_ ? broker_stats(milliseconds(1000)) : std::nullopt,
-                      static_cast<long>(active_clients()), report_.timeline);
+    std::optional<BrokerStats> row;
+    for (auto& b : brokers_) {
+      if (!b.actor) continue;
+      auto s = broker_stats(b, milliseconds(1000));
+      if (!s) continue;
+      if (!row) {
+        row = std::move(s);
+        continue;
+      }
+      const long workers = row->workers + s->workers, queue = row->queue + s->queue;
+      add(*row, *s);
+      row->workers = workers;
+      row->queue = queue;
+    }
+    timeline_.add_row(seconds(now), row, static_cast<long>(active_clients()), report_.timeline);
   }
 
-  // The broker's counters; the queue waits that come with them go to the record sink.
-  std::optional<BrokerStats> broker_stats(milliseconds timeout) {
-    auto s = ask_stats<BrokerStats>(*broker_, timeout);
+  // A broker's counters, asked and awaited; an HA note that comes meanwhile is handled, not
+  // dropped. The queue waits that come with them go to the record sink.
+  std::optional<BrokerStats> broker_stats(BrokerSlot& slot, milliseconds timeout) {
+    if (!send_pipe(slot.actor->pipe(), PipeCommand::Stats, {}, zmq::send_flags::dontwait)) return std::nullopt;
+    std::optional<BrokerStats> s;
+    const auto deadline = Clock::now() + timeout;
+    while (!s && Clock::now() < deadline) {
+      zmq::pollitem_t item{slot.actor->pipe().handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+      if (!(item.revents & ZMQ_POLLIN)) break;
+      auto m = recv_pipe(slot.actor->pipe());
+      if (!m) continue;
+      if (m->command == PipeCommand::Stats)
+        s = stats_of<BrokerStats>(std::optional<PipeMessage>(std::move(*m)));
+      else
+        on_broker_message(slot, *m);
+    }
     if (s) {
       sink_.add_queue_waits(s->queue_waits_us);
       if (metrics_) metrics_->broker(*s);
@@ -756,7 +900,13 @@ class Supervisor final : private FleetControl {
       return std::pair(a.id.size(), a.id) < std::pair(b.id.size(), b.id);
     });
     workers_.clear();
-    if (broker_) kill_broker();
+    for (auto& b : brokers_) {
+      if (b.actor) {
+        kill_broker(b, true);
+      } else if (config_.run.ha) {
+        report_.ha_final.emplace_back(b.name, b.state);  // DOWN
+      }
+    }
     if (zap_) {  // last: it vetted the broker's peers until the broker closed
       report_.curve = ask_stats<ZapStats>(*zap_, milliseconds(2000));
       zap_.reset();
@@ -795,9 +945,11 @@ class Supervisor final : private FleetControl {
   zmq::socket_t reports_{ctx_, zmq::socket_type::pull};  // every client's reports; bound at once
   std::vector<zmq::pollitem_t> poll_items_;  // the loop's poll set (rebuild_poll_set)
   std::vector<std::size_t> poll_workers_;    // the workers of its items, by index in workers_
+  std::vector<std::size_t> poll_brokers_;    // the brokers of its items, by index in brokers_
   bool poll_stale_ = true;
   long malformed_reports_ = 0;
-  std::unique_ptr<Actor> link_, zap_, broker_, controller_;
+  std::unique_ptr<Actor> link_, zap_, controller_;
+  std::vector<BrokerSlot> brokers_;  // one, or the pair (primary, backup)
   std::optional<FleetMetrics> metrics_;     // --metrics: what the metrics actor serves
   std::unique_ptr<Actor> metrics_actor_;    // stopped last: it serves until the supervisor ends
   bool started_ = false, finished_ = false;  // every actor started; the run is over (/readyz)

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -15,16 +16,19 @@ namespace {
 // Each command's name, in the enum's order: one table, checked against the enum's size.
 constexpr std::array<std::string_view, kPipeCommandCount> kPipeNames = {
     "$READY", "$ERROR", "$TERM",  "STATS", "RECORDS", "DONE",  "DETECTIONS",
-    "CRASH",  "FREEZE", "RETIRE", "RULE",  "DEMAND",  "SCALE", "EXPOSE"};
+    "CRASH",  "FREEZE", "RETIRE", "RULE",  "DEMAND",  "SCALE", "EXPOSE", "HA"};
 constexpr bool all_named() {
   for (auto name : kPipeNames)
     if (name.empty()) return false;
   return true;
 }
-static_assert(all_named() && kPipeNames[static_cast<int>(PipeCommand::Expose)] == "EXPOSE",
+static_assert(all_named() && kPipeNames[static_cast<int>(PipeCommand::Ha)] == "HA",
               "kPipeNames follows PipeCommand: one name for each command, in its order");
 
 constexpr std::array<std::string_view, 3> kLinkModes = {"partition", "drop", "delay"};
+constexpr std::array<std::string_view, 3> kHaNoteKinds = {"transition", "anomaly", "peer-lost"};
+// The states a broker of a pair is in (src/wire/binary_star.hpp names them the same).
+constexpr std::array<std::string_view, 4> kHaStates = {"PRIMARY", "BACKUP", "ACTIVE", "PASSIVE"};
 
 // A whole decimal number from text, within [lo, hi].
 std::optional<long> whole_number(std::string_view s, long lo, long hi) {
@@ -106,6 +110,35 @@ template <>
 Decoded<Exposed> decode_args<Exposed>(const PipeMessage& m) {
   if (auto f = expect_frames(m, 3)) return *f;
   return Exposed{m.args[0].to_string(), m.args[1].to_string(), m.args[2].to_string()};
+}
+
+std::string_view ha_note_kind_name(HaNote::Kind k) { return kHaNoteKinds[static_cast<std::size_t>(k)]; }
+
+Frames args_of(const HaNote& n) { return text_frames({ha_note_kind_name(n.kind), n.from, n.to, n.text}); }
+
+template <>
+Decoded<HaNote> decode_args<HaNote>(const PipeMessage& m) {
+  if (auto f = expect_frames(m, 4)) return *f;
+  const auto kind = std::find(kHaNoteKinds.begin(), kHaNoteKinds.end(), m.args[0].to_string_view());
+  if (kind == kHaNoteKinds.end()) return Fault::BadArguments;
+  HaNote n{static_cast<HaNote::Kind>(kind - kHaNoteKinds.begin()), m.args[1].to_string(),
+           m.args[2].to_string(), to_string(m.args[3])};
+  auto state = [](const std::string& s) {
+    return std::find(kHaStates.begin(), kHaStates.end(), s) != kHaStates.end();
+  };
+  // Only a transition changes the state.
+  if (!state(n.from) || !state(n.to) || ((n.from != n.to) != (n.kind == HaNote::Kind::Transition)))
+    return Fault::BadArguments;
+  return n;
+}
+
+std::string ha_note_text(const HaNote& n) {
+  switch (n.kind) {
+    case HaNote::Kind::Transition: return fmt::format("{} -> {} ({})", n.from, n.to, n.text);
+    case HaNote::Kind::Anomaly: return n.text;
+    case HaNote::Kind::PeerLost: break;
+  }
+  return fmt::format("{}: {}", n.from, n.text);
 }
 
 Frames args_of(const Freeze& f) { return text_frames({std::to_string(f.duration.count())}); }

@@ -21,6 +21,10 @@
 //                                   parent -> link: partition, drop (value: the fraction) or
 //                                   delay (value: ms) the nodes' traffic for that long
 //   SCALE    [JSON]                 controller -> parent: one evaluation of one service
+//   HA       [kind] [from] [to] [text]
+//                                   broker of a pair -> parent: a state change, an anomaly or the
+//                                   peer gone silent (HaNote); the parent says it on stderr and
+//                                   records it: the broker's thread prints nothing
 //   EXPOSE   [families] [unhealthy] [unready]
 //                                   parent -> metrics actor: what GET /metrics serves from now
 //                                   on (Prometheus text), and why the process is not healthy or
@@ -57,8 +61,9 @@ enum class PipeCommand {
   Crash, Freeze, Retire, Rule,                            // faults and changes a scenario orders
   Demand, Scale,                                          // control traffic (autoscaling)
   Expose,                                                 // the metrics actor's feed
+  Ha,                                                     // a broker pair's state changes
 };
-inline constexpr int kPipeCommandCount = static_cast<int>(PipeCommand::Expose) + 1;
+inline constexpr int kPipeCommandCount = static_cast<int>(PipeCommand::Ha) + 1;
 std::string_view pipe_command_name(PipeCommand c);
 
 struct PipeMessage {
@@ -95,6 +100,21 @@ struct Exposed {
 };
 Frames args_of(const Exposed& e);
 template <> Decoded<Exposed> decode_args<Exposed>(const PipeMessage& m);
+
+// HA: what happened to one broker of a pair. A transition goes from one state to another (the
+// names of src/wire/binary_star.hpp: PRIMARY, BACKUP, ACTIVE, PASSIVE) for the reason in `text`;
+// an anomaly (`text`: "ANOMALY (dual-active): ..." or "MISCONFIGURED (same-role): ...") and a
+// lost peer (`text`: "the peer went silent (2.1 s)") leave the state as it is (from == to).
+struct HaNote {
+  enum class Kind { Transition, Anomaly, PeerLost } kind = Kind::Transition;
+  std::string from, to, text;
+};
+Frames args_of(const HaNote& n);
+template <> Decoded<HaNote> decode_args<HaNote>(const PipeMessage& m);
+std::string_view ha_note_kind_name(HaNote::Kind k);  // "transition", "anomaly", "peer-lost"
+// How the note reads after "zyolo broker: ha: ": "PRIMARY -> ACTIVE (why)", the anomaly's text,
+// or "ACTIVE: the peer went silent (2.1 s)".
+std::string ha_note_text(const HaNote& n);
 
 // FREEZE: how long the next request hangs.
 struct Freeze {
