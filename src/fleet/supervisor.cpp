@@ -280,8 +280,10 @@ class Supervisor final : private FleetControl {
         zap_handler(ctx, p, allowed);
       });
     }
-    if (options_.broker)
+    if (options_.broker) {
       for (auto& b : brokers_) start_broker(b);
+      if (config_.run.ha) wait_for_active();
+    }
     std::map<std::string, int> sizes;
     for (const auto& pool : options_.workers ? pools_ : std::vector<PoolConfig>{}) {
       sizes[pool.service] = initial_workers(pool);
@@ -695,6 +697,25 @@ class Supervisor final : private FleetControl {
   }
 
   // --- a pair's states (HA notes) ----------------------------------------------------------------
+
+  // Until one of the pair says it is ACTIVE (the primary, as soon as it hears its backup), or
+  // for twice the time its peer may stay silent and a second more at most: clients that started
+  // before would see their first requests dropped by a primary that has not heard its backup yet
+  // (over tcp and ipc the state channel takes a reconnect interval to join), and begin the run
+  // on a timeout's ceiling instead of its answers' pace.
+  void wait_for_active() {
+    const auto deadline = Clock::now() + milliseconds(2 * config_.ha.heartbeat_ms * config_.ha.missed + 1000);
+    auto active = [&] {
+      return std::any_of(brokers_.begin(), brokers_.end(), [](const BrokerSlot& b) { return b.state == "ACTIVE"; });
+    };
+    while (!active() && Clock::now() < deadline) {
+      std::vector<zmq::pollitem_t> items;
+      for (auto& b : brokers_) items.push_back({b.actor->pipe().handle(), 0, ZMQ_POLLIN, 0});
+      zmq::poll(items, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()) + milliseconds(1));
+      for (std::size_t i = 0; i < items.size(); ++i)
+        if (items[i].revents & ZMQ_POLLIN) on_broker_pipe(brokers_[i]);
+    }
+  }
 
   // A message on a broker's pipe between STATS: an HA note from one of a pair, or $ERROR.
   void on_broker_pipe(BrokerSlot& slot) {
