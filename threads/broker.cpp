@@ -237,9 +237,15 @@ struct Ha {
         sub(ctx, zmq::socket_type::sub),
         interval(config.ha.heartbeat_ms),
         publish_at(now) {
-    // Linger, high-water marks, reconnect intervals; no CURVE (validate() refuses it with ha).
+    // Linger, high-water marks, reconnect intervals, and CURVE when it is on: the two brokers of
+    // a pair hold one key pair (their clients and workers know one broker key), so the SUB's
+    // server is known by this broker's own public key, and the PUB lets in (ZAP domain
+    // kZapDomainHa, threads/zap.cpp) only a peer with that same key.
     apply_socket_options(pub, config, Side::Binds);
-    apply_socket_options(sub, config, Side::Connects);
+    if (config.curve.enabled()) pub.set(zmq::sockopt::zap_domain, kZapDomainHa);
+    Config pair = config;
+    pair.curve.server_public_key = config.curve.public_key;
+    apply_socket_options(sub, pair, Side::Connects);
     // The peer is retried at least every heartbeat, without back-off: a primary started before
     // its backup must hear it before its expiry passes, or it would take a client alone.
     sub.set(zmq::sockopt::reconnect_ivl,
