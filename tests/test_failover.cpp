@@ -1,8 +1,9 @@
 // The broker pair in one process (zyolo run --ha), run by the binary as a user runs it: the
 // failover scenario over inproc, ipc and tcp (the ACTIVE broker killed twice, each time the other
-// takes over and the killed one comes back PASSIVE), its chaos variant, and the configurations
-// zyolo run --ha refuses. Each run must lose nothing and deliver nothing twice, and the report's
-// record of the pair must never show both brokers ACTIVE at once.
+// takes over and the killed one comes back PASSIVE), the ACTIVE broker cut off (failover-cut),
+// the chaos variant, and the configurations zyolo run --ha refuses. Each run must lose nothing
+// and deliver nothing twice, and the report's record of the pair must show both brokers ACTIVE
+// only while one of them is cut off.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "run_binary.hpp"
 #include "scenario_runs.hpp"
@@ -57,17 +59,24 @@ nlohmann::json run_pair(const std::string& scenario, const std::string& transpor
                                                 (transport.empty() ? "" : " --transport " + transport) + " " + args);
 }
 
-// The pair's record, replayed in order: never both ACTIVE at once; every broker started again
-// after the first start goes PASSIVE at its first change (it finds its peer ACTIVE). Returns how
-// many restarts there were.
-int check_pair_record(const nlohmann::json& j) {
+// What the pair's record shows: restarts, and the stretches with both brokers ACTIVE ({from, to};
+// to is -1 when it lasted to the end).
+struct PairRecord {
+  int restarts = 0;
+  std::vector<std::pair<double, double>> dual_active;
+};
+
+// The pair's record, replayed in order: each record starts from the state the one before left;
+// every broker started again after its first start goes PASSIVE at its first change (it finds
+// its peer ACTIVE).
+PairRecord check_pair_record(const nlohmann::json& j) {
   const auto& records = j["ha"]["records"];
   INFO(records.dump(1));
   REQUIRE(records.is_array());
   std::map<std::string, std::string> state = {{"primary", "DOWN"}, {"backup", "DOWN"}};
   std::map<std::string, int> starts;
   std::map<std::string, bool> restarted;  // started again, its first change not seen yet
-  int restarts = 0;
+  PairRecord seen;
   double last_t = 0;
   for (const auto& r : records) {
     const std::string broker = r["broker"], kind = r["kind"], from = r["from"], to = r["to"];
@@ -77,15 +86,18 @@ int check_pair_record(const nlohmann::json& j) {
     CHECK(state.at(broker) == from);
     if (kind == "started" && ++starts[broker] > 1) {
       restarted[broker] = true;
-      ++restarts;
+      ++seen.restarts;
     } else if (kind == "transition" && restarted[broker]) {
       CHECK(to == "PASSIVE");
       restarted[broker] = false;
     }
+    const bool dual_before = state["primary"] == "ACTIVE" && state["backup"] == "ACTIVE";
     state[broker] = to;
-    CHECK_FALSE((state["primary"] == "ACTIVE" && state["backup"] == "ACTIVE"));
+    const bool dual = state["primary"] == "ACTIVE" && state["backup"] == "ACTIVE";
+    if (dual && !dual_before) seen.dual_active.emplace_back(last_t, -1);
+    if (dual_before && !dual) seen.dual_active.back().second = last_t;
   }
-  return restarts;
+  return seen;
 }
 
 }  // namespace
@@ -117,7 +129,9 @@ void check_failover(const nlohmann::json& j) {
     CHECK(e["recover90_s"].get<double>() >= 0);
     CHECK(e["end_t"].get<double>() == doctest::Approx(e["t"].get<double>() + failover).epsilon(0.001));
   }
-  CHECK(check_pair_record(j) == 2);
+  const PairRecord pair = check_pair_record(j);
+  CHECK(pair.restarts == 2);
+  CHECK(pair.dual_active.empty());  // a kill leaves one broker
   // The primary took over again when the backup was killed; the backup came back PASSIVE.
   CHECK(j["ha"]["final"]["primary"] == "ACTIVE");
   CHECK(j["ha"]["final"]["backup"] == "PASSIVE");
@@ -136,20 +150,59 @@ TEST_CASE("scenario chaos-failover: random faults with failovers on a broker pai
   auto j = run_pair("chaos-failover", "", "--duration 10");
   check_nothing_lost(j);
   int failovers = 0;
-  for (const auto& e : j["events"]) failovers += e.contains("failover_s");
+  double first_cut = -1;
+  for (const auto& e : j["events"]) {
+    failovers += e.contains("failover_s");
+    if (e["kind"] == "cut-broker" && first_cut < 0) first_cut = e["t"];
+  }
   INFO(j["events"].dump(1));
-  CHECK(failovers >= 1);
-  (void)check_pair_record(j);
+  CHECK(failovers >= 2);  // seed 1 draws a kill and a cut-off of the ACTIVE broker in 10 s
+  // Both ACTIVE only after a cut-off (the one cut off stays ACTIVE), and never to the end.
+  for (const auto& [from, to] : check_pair_record(j).dual_active) {
+    CHECK(first_cut >= 0);
+    CHECK(from >= first_cut);
+    CHECK(to >= from);
+  }
   // One of the two ends ACTIVE, the other PASSIVE: chaos restarts every broker it kills.
   const std::string p = j["ha"]["final"]["primary"], b = j["ha"]["final"]["backup"];
   CHECK(((p == "ACTIVE" && b == "PASSIVE") || (p == "PASSIVE" && b == "ACTIVE")));
+}
+
+// The ACTIVE broker cut off for 1.5 s: the other takes over as after a kill (the same bounds),
+// the two are both ACTIVE from then until the heal, and the backup yields within a heartbeat
+// or two of it.
+TEST_CASE("scenario failover-cut: the active broker cut off, the passive takes over, the backup yields after the heal") {
+  auto j = run_pair("failover-cut", "");
+  check_nothing_lost(j);
+  INFO(j["events"].dump(1));
+  REQUIRE(j["events"].size() == 1);
+  const auto& cut = j["events"][0];
+  CHECK(cut["kind"] == "cut-broker");
+  CHECK(cut["broker"] == "primary");
+  REQUIRE(cut["failover_s"].is_number());
+  const double failover = cut["failover_s"], first = cut["first_answer_s"];
+  CHECK(failover > 0);
+  CHECK(failover <= kHaSilenceS + kClientTimeoutS + 0.3);
+  CHECK(first >= 0);
+  CHECK(failover + first <= kWorkerSilenceS + scaled(0.25) + kWorkerBackoffS + 0.5);
+  const PairRecord pair = check_pair_record(j);
+  CHECK(pair.restarts == 0);
+  REQUIRE(pair.dual_active.size() == 1);
+  const double cut_t = cut["t"], heal_t = cut_t + scaled(1.5);
+  CHECK(pair.dual_active[0].first == doctest::Approx(cut_t + failover).epsilon(0.01));
+  CHECK(pair.dual_active[0].second >= heal_t - 0.05);
+  CHECK(pair.dual_active[0].second <= heal_t + 2 * kHaSilenceS + 0.3);
+  CHECK(j["ha"]["final"]["primary"] == "ACTIVE");
+  CHECK(j["ha"]["final"]["backup"] == "PASSIVE");
+  CHECK(j["link"]["dropped"].get<long>() > 0);
 }
 
 TEST_CASE("zyolo run --ha refuses what a pair cannot do, and a pair's keys without --ha") {
   TempFile role("role.toml", "[ha]\nrole = \"primary\"\nbind = \"inproc://a\"\npeer = \"inproc://b\"\n");
   TempFile half("half.toml", "[ha]\nbind = \"inproc://a\"\n");
   TempFile target("target.toml", "[run]\nduration_s = 2.0\n[[events]]\nat = 1.0\ndo = \"kill-broker\"\nbroker = \"primary\"\n");
-  TempFile cut("cut.toml", "[run]\nduration_s = 2.0\n[[events]]\nat = 1.0\ndo = \"partition\"\nfor = 0.5\n");
+  TempFile cut("cut.toml", "[run]\nduration_s = 2.0\n[[events]]\nat = 1.0\ndo = \"cut-broker\"\nfor = 0.5\n");
+  TempFile peer("peer.toml", "[run]\nduration_s = 2.0\n[[events]]\nat = 1.0\ndo = \"partition\"\nnodes = \"peer\"\nfor = 0.5\n");
   TempFile bad("bad.toml", "[run]\nduration_s = 2.0\n[[events]]\nat = 1.0\ndo = \"kill-broker\"\nbroker = \"both\"\n");
   for (const auto& [args, error] : std::initializer_list<std::pair<std::string, std::string>>{
            {"--requests 5 --ha --broker proxy", "needs run.broker = mdp"},
@@ -160,7 +213,8 @@ TEST_CASE("zyolo run --ha refuses what a pair cannot do, and a pair's keys witho
            {"--requests 5 --ha --config " + half.path, "give both ha.bind"},
            {"--scenario " + target.path, "broker = \"primary\" needs a broker pair (zyolo run --ha"},
            {"--ha --scenario " + bad.path, "broker must be active, primary or backup, not 'both'"},
-           {"--ha --scenario " + cut.path, "not there yet with a broker pair"},
+           {"--scenario " + cut.path, "cut-broker needs a broker pair (zyolo run --ha"},
+           {"--scenario " + peer.path, "nodes = \"peer\" (the pair's states) needs a broker pair"},
        }) {
     INFO(args);
     const auto r = zyolo_test::zyolo("run --model none " + args);

@@ -172,7 +172,7 @@ zyolo::Scenario load(const std::string& name, zyolo::Config& c, std::optional<ui
 TEST_CASE("every built-in scenario loads and settles; the issue's list is all there") {
   auto list = zyolo::builtin_scenarios();
   for (const char* name : {"basic", "add-worker", "broker-restart", "partition", "worker-crash",
-                           "worker-hang", "overload", "chaos", "failover", "chaos-failover"}) {
+                           "worker-hang", "overload", "chaos", "failover", "failover-cut", "chaos-failover"}) {
     CAPTURE(name);
     bool found = false;
     for (const auto& [n, description] : list) found = found || (n == name && !description.empty());

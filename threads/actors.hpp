@@ -98,6 +98,10 @@ void metrics_server(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& con
 struct LinkEndpoints {
   std::string client_side, worker_side;  // bound by the link; clients and workers connect here
   std::string frontend, backend;         // the broker's
+  // One of a broker pair (zyolo run --ha): the link relays the state its broker publishes on
+  // state_from (its ha.bind) to its PUB bound on state_to (the other broker's ha.peer), so a
+  // rule for "all" or "peer" silences it. Both "": no relay.
+  std::string state_from, state_to;
 };
 
 // A simulated network between the nodes and the broker. RULE (a LinkRule) drops all

@@ -227,7 +227,7 @@ struct Service {
 struct Ha {
   BinaryStar fsm;
   zmq::socket_t pub, sub;  // PUB bound on ha.bind (our state), SUB connected to ha.peer (theirs)
-  std::string pub_endpoint;
+  std::string pub_endpoint, peer_endpoint;
   milliseconds interval;   // ha.heartbeat_ms
   Clock::time_point publish_at;
 
@@ -255,7 +255,20 @@ struct Ha {
     sub.set(zmq::sockopt::subscribe, "");
     pub.bind(config.ha.bind);
     pub_endpoint = pub.get(zmq::sockopt::last_endpoint);
-    sub.connect(config.ha.peer);
+    peer_endpoint = config.ha.peer;
+    sub.connect(peer_endpoint);
+  }
+
+  // Over inproc a connection does not come back when its peer binds again (tcp and ipc reconnect
+  // by themselves), so while the peer is silent its endpoint is connected anew: a peer restarted
+  // in the same process (zyolo run --ha) is heard again within a heartbeat.
+  void reconnect_inproc_peer() {
+    if (!peer_endpoint.starts_with("inproc://")) return;
+    try {
+      sub.disconnect(peer_endpoint);
+    } catch (const zmq::error_t&) {  // the old connection is gone already
+    }
+    sub.connect(peer_endpoint);
   }
 };
 
@@ -718,6 +731,7 @@ void on_pipe() {
     const auto now = Clock::now();
     publish_ha_state();
     const HaOutcome o = ha_->fsm.tick(now);
+    if (ha_->fsm.peer_expired(now)) ha_->reconnect_inproc_peer();
     if (o.peer_lost) {
       ++n_.ha_peer_lost;
       const std::string state(ha_state_name(ha_->fsm.state()));

@@ -12,11 +12,18 @@
 // partition), drop a fraction of it, or hold it back for a delay, for a time. A dropped message
 // is gone, as on a real network: nothing is queued and replayed when the partition heals, so
 // recovery must come from the protocol (heartbeats, re-registration, retries).
+//
+// For one of a broker pair (zyolo run --ha: one link per broker), the link also relays the state
+// its broker publishes (a SUB on the broker's ha.bind, a PUB the other broker subscribes to): a
+// partition of all nodes, or of "peer", drops it, so a broker cut off is silent to its peer too
+// (drop and delay leave the state alone: they are for the nodes' traffic).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 
 #include "src/wire/actor.hpp"
@@ -31,7 +38,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-enum class Side { Clients, Workers };
+enum class Side { Clients, Workers, Peer };  // Peer: the relayed state of a pair's broker
 
 // A rule the supervisor sent, until it ends.
 struct Rule {
@@ -39,6 +46,7 @@ struct Rule {
   Clock::time_point until;
 
   bool matches(Side side, const std::string& node) const {
+    if (side == Side::Peer) return rule.nodes.kind == NodeSet::Kind::All || rule.nodes.kind == NodeSet::Kind::Peer;
     return rule.nodes.contains(side == Side::Clients, node);
   }
 };
@@ -71,12 +79,22 @@ class Link {
     }
     clients_.bind(endpoints.client_side);
     workers_.bind(endpoints.worker_side);
+    if (!endpoints.state_from.empty()) {
+      relay_in_.emplace(ctx, zmq::socket_type::sub);
+      relay_out_.emplace(ctx, zmq::socket_type::pub);
+      relay_in_->set(zmq::sockopt::linger, 0);
+      relay_out_->set(zmq::sockopt::linger, 0);
+      relay_in_->set(zmq::sockopt::subscribe, "");
+      relay_out_->bind(endpoints.state_to);
+      relay_in_->connect(endpoints.state_from);
+    }
   }
 
   ~Link() {
     try {
       clients_.unbind(endpoints_.client_side);
       workers_.unbind(endpoints_.worker_side);
+      if (relay_out_) relay_out_->unbind(endpoints_.state_to);
     } catch (const zmq::error_t&) {
     }
   }
@@ -86,6 +104,8 @@ class Link {
       std::vector<zmq::pollitem_t> items = {{pipe_.handle(), 0, ZMQ_POLLIN, 0},
                                             {clients_.handle(), 0, ZMQ_POLLIN, 0},
                                             {workers_.handle(), 0, ZMQ_POLLIN, 0}};
+      if (relay_in_) items.push_back({relay_in_->handle(), 0, ZMQ_POLLIN, 0});
+      const std::size_t first_connection = items.size();
       std::vector<std::string> keys;
       for (auto& [key, c] : connections_) {
         items.push_back({c.upstream->handle(), 0, ZMQ_POLLIN, 0});
@@ -99,10 +119,12 @@ class Link {
       if (terminated_) break;
       if (items[1].revents & ZMQ_POLLIN) from_node(clients_, Side::Clients);
       if (items[2].revents & ZMQ_POLLIN) from_node(workers_, Side::Workers);
+      if (relay_in_ && (items[3].revents & ZMQ_POLLIN)) relay_state();
       for (std::size_t i = 0; i < keys.size(); ++i)
-        if (items[i + 3].revents & ZMQ_POLLIN) from_broker(keys[i]);
+        if (items[first_connection + i].revents & ZMQ_POLLIN) from_broker(keys[i]);
       release_held();
       forget_idle();
+      revive_relay();
     }
   }
 
@@ -131,6 +153,37 @@ class Link {
     if (it == connections_.end()) it = open(key, side, routing_id, m->peer);
     it->second.heard = Clock::now();
     pass(true, key, std::move(m->frames));
+  }
+
+  // The state the pair's broker published: on to its peer, unless a rule silences it.
+  void relay_state() {
+    auto frames = recv_frames(*relay_in_, zmq::recv_flags::dontwait);
+    if (!frames) return;
+    relay_heard_ = Clock::now();
+    const auto now = Clock::now();
+    std::erase_if(rules_, [&](const Rule& r) { return r.until <= now; });
+    if (std::any_of(rules_.begin(), rules_.end(), [](const Rule& r) {
+          return r.matches(Side::Peer, "") && r.rule.mode == LinkMode::Partition;
+        })) {
+      ++n_.dropped;
+      return;
+    }
+    (void)send_frames(*relay_out_, *frames, zmq::send_flags::dontwait);  // PUB: never blocks
+    ++n_.forwarded;
+  }
+
+  // Over inproc a SUB does not come back to a broker that binds again after a restart (tcp and
+  // ipc reconnect by themselves): a relay that has heard nothing for a quarter of the idle time is
+  // connected anew.
+  void revive_relay() {
+    if (!relay_in_ || !endpoints_.state_from.starts_with("inproc://")) return;
+    if (Clock::now() - relay_heard_ < idle_ / 4) return;
+    try {
+      relay_in_->disconnect(endpoints_.state_from);
+    } catch (const zmq::error_t&) {  // the old connection is gone already
+    }
+    relay_in_->connect(endpoints_.state_from);
+    relay_heard_ = Clock::now();
   }
 
   // A message from the broker for the node behind connection `key`.
@@ -236,6 +289,8 @@ class Link {
   milliseconds idle_;
   std::mt19937_64 random_;
   zmq::socket_t clients_, workers_;
+  std::optional<zmq::socket_t> relay_in_, relay_out_;  // one of a pair: its state, on to the peer
+  Clock::time_point relay_heard_ = Clock::now();
   std::map<std::string, Connection> connections_;
   std::vector<Rule> rules_;
   std::multimap<Clock::time_point, Held> held_;

@@ -113,6 +113,9 @@ void ScenarioPlayer::play(const Step& step, double t, FleetControl& fleet, std::
     case Action::Mark:
       fault.detail = "a new phase of the report begins";
       break;
+    case Action::CutBroker:
+      cut_broker(e, fault, fleet, t);
+      break;
   }
   event_index_[step.event] = static_cast<int>(events.size());
   events.push_back(fault);
@@ -164,6 +167,22 @@ void ScenarioPlayer::kill_broker(const ScenarioEvent& e, FaultEvent& fault, Flee
   crashed_[event] = name;
   fault.failover = pair && state == "ACTIVE";
   fault.detail = pair ? fmt::format("{} ({}) killed", name, state) : fmt::format("{} killed", name);
+}
+
+// Cuts a broker of the pair off (settle_scenario allows cut-broker only with a pair); the ACTIVE
+// one's cut is a failover, any other's ends with the heal.
+void ScenarioPlayer::cut_broker(const ScenarioEvent& e, FaultEvent& fault, FleetControl& fleet, double t) {
+  const std::string name = choose_broker(e.broker, true, fleet);
+  fault.broker = name;
+  if (name.empty() || !fleet.broker_running(name)) {
+    fault.detail = name.empty() ? "no broker was ACTIVE" : fmt::format("the {} was down", name);
+    return;
+  }
+  const std::string state = fleet.broker_state(name);
+  fleet.cut_broker(name, std::chrono::milliseconds(std::lround(e.for_s * 1000)));
+  fault.failover = state == "ACTIVE";
+  fault.detail = fmt::format("{} ({}) cut off from its clients, workers and peer for {:.2f} s", name, state, e.for_s);
+  if (!fault.failover) fault.end_t = t + e.for_s;
 }
 
 std::string ScenarioPlayer::choose_worker(const std::string& id, const FleetControl& fleet) {

@@ -38,6 +38,8 @@ class FleetControl {
   virtual std::string broker_state(const std::string& name) const = 0;
   virtual void start_broker(const std::string& name) = 0;  // one of a pair starts PRIMARY or BACKUP
   virtual void kill_broker(const std::string& name) = 0;  // its sockets close and what it held is gone
+  // One of a pair: its link drops its clients', workers' and peer's traffic that long.
+  virtual void cut_broker(const std::string& name, std::chrono::milliseconds how_long) = 0;
   // The running workers, oldest first.
   virtual std::vector<std::string> running_workers() const = 0;
   virtual void crash_worker(const std::string& id) = 0;  // no DISCONNECT: the broker expires it
@@ -77,6 +79,7 @@ class ScenarioPlayer {
   // "active" (or none) the ACTIVE one to kill, the one down to restart. "" when there is none.
   static std::string choose_broker(const std::string& target, bool to_kill, const FleetControl& fleet);
   void kill_broker(const ScenarioEvent& e, FaultEvent& fault, FleetControl& fleet, std::size_t event);
+  static void cut_broker(const ScenarioEvent& e, FaultEvent& fault, FleetControl& fleet, double t);
   std::string add_workers(int count, FleetControl& fleet);
   static std::string link_fault(const ScenarioEvent& e, FleetControl& fleet);
   std::string remove_workers(int count, FleetControl& fleet);

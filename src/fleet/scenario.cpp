@@ -18,19 +18,19 @@ namespace zyolo {
 namespace {
 
 // Every action by its name, in the enum's order.
-constexpr std::array<std::pair<Action, std::string_view>, 11> kActions = {{
+constexpr std::array<std::pair<Action, std::string_view>, 12> kActions = {{
     {Action::KillBroker, "kill-broker"},     {Action::RestartBroker, "restart-broker"},
     {Action::CrashWorker, "crash-worker"},   {Action::FreezeWorker, "freeze-worker"},
     {Action::Partition, "partition"},        {Action::Drop, "drop"},
     {Action::Delay, "delay"},                {Action::AddWorkers, "add-workers"},
     {Action::RemoveWorkers, "remove-workers"}, {Action::SetClients, "set-clients"},
-    {Action::Mark, "mark"},
+    {Action::Mark, "mark"},                  {Action::CutBroker, "cut-broker"},
 }};
 
 constexpr bool actions_in_order() {
   for (std::size_t i = 0; i < kActions.size(); ++i)
     if (static_cast<std::size_t>(kActions[i].first) != i) return false;
-  return kActions.size() == static_cast<std::size_t>(Action::Mark) + 1;
+  return kActions.size() == static_cast<std::size_t>(Action::CutBroker) + 1;
 }
 static_assert(actions_in_order(), "kActions names every Action once, in the enum's order");
 
@@ -39,6 +39,10 @@ static_assert(actions_in_order(), "kActions names every Action once, in the enum
 const std::vector<Action> kChaosKinds = {
     Action::KillBroker, Action::CrashWorker, Action::FreezeWorker, Action::Partition, Action::Drop,
     Action::Delay,      Action::AddWorkers,  Action::RemoveWorkers, Action::SetClients};
+
+// What a kinds list may name besides: a pair's cut-off (with --ha; never drawn by default, so
+// that chaos without a kinds list plays the same faults as before).
+const std::vector<Action> kChaosKindsAlso = {Action::CutBroker};
 
 std::string action_names(const std::vector<Action>& actions) {
   std::vector<std::string_view> names;
@@ -118,9 +122,11 @@ ChaosSettings read_chaos(const toml::table& t, const std::string& where) {
     for (const auto& k : *array) {
       auto name = k.value<std::string>();
       const auto a = name ? parse_action(*name) : std::nullopt;
-      if (!a || std::find(kChaosKinds.begin(), kChaosKinds.end(), *a) == kChaosKinds.end())
+      if (!a || (std::find(kChaosKinds.begin(), kChaosKinds.end(), *a) == kChaosKinds.end() &&
+                 std::find(kChaosKindsAlso.begin(), kChaosKindsAlso.end(), *a) == kChaosKindsAlso.end()))
         throw ConfigError(fmt::format("{}: 'kinds' holds '{}', which is not a chaos action (one of "
-                                      "{})", where, name.value_or("?"), action_names(kChaosKinds)));
+                                      "{}, {})", where, name.value_or("?"), action_names(kChaosKinds),
+                                      action_names(kChaosKindsAlso)));
       c.kinds.push_back(*a);
     }
   }
@@ -149,7 +155,7 @@ std::vector<ScenarioEvent> draw_chaos(const ChaosSettings& c, const Config& conf
     e.at_s = std::round(t * 1000) / 1000;
     e.action = kinds[static_cast<std::size_t>(pick(static_cast<int>(kinds.size())))];
     const double outage = uniform(0.2, c.max_outage_s);
-    if (e.action == Action::KillBroker) {
+    if (e.action == Action::KillBroker || e.action == Action::CutBroker) {
       e.for_s = outage;
     } else if (e.action == Action::CrashWorker) {
       e.for_s = uniform(0.5, 2);  // then a new worker takes its place
@@ -190,21 +196,27 @@ void check_event(const ScenarioEvent& e, const Config& config, const std::string
     throw ConfigError(fmt::format("{}: at = {} is outside the run (0 to {} s)", where, e.at_s,
                                   config.run.duration_s));
   if (e.for_s < 0) throw ConfigError(fmt::format("{}: 'for' must not be negative", where));
-  const bool timed = e.action == Action::FreezeWorker || is_link_fault(e.action);
+  const bool timed = e.action == Action::FreezeWorker || e.action == Action::CutBroker || is_link_fault(e.action);
   if (timed && e.for_s <= 0)
     throw ConfigError(fmt::format("{}: {} needs 'for' (seconds)", where, action_name(e.action)));
   if (!e.worker.empty() && !node_id(e.worker, "w"))
     throw ConfigError(fmt::format("{}: worker must be an id like \"w1\", not '{}'", where, e.worker));
   if (is_link_fault(e.action)) check_nodes(e.nodes, where);
   if (!e.broker.empty()) {
-    if (e.action != Action::KillBroker && e.action != Action::RestartBroker)
-      throw ConfigError(fmt::format("{}: 'broker' is for kill-broker and restart-broker", where));
+    if (e.action != Action::KillBroker && e.action != Action::RestartBroker && e.action != Action::CutBroker)
+      throw ConfigError(fmt::format("{}: 'broker' is for kill-broker, restart-broker and cut-broker", where));
     if (e.broker != "active" && e.broker != "primary" && e.broker != "backup")
       throw ConfigError(fmt::format("{}: broker must be active, primary or backup, not '{}'", where, e.broker));
     if (!config.run.ha)
       throw ConfigError(fmt::format("{}: broker = \"{}\" needs a broker pair (zyolo run --ha, run.ha)",
                                     where, e.broker));
   }
+  if (e.action == Action::CutBroker && !config.run.ha)
+    throw ConfigError(fmt::format("{}: cut-broker needs a broker pair (zyolo run --ha, run.ha); one "
+                                  "broker is cut off by a partition of all nodes", where));
+  if (is_link_fault(e.action) && e.nodes == "peer" && !config.run.ha)
+    throw ConfigError(fmt::format("{}: nodes = \"peer\" (the pair's states) needs a broker pair "
+                                  "(zyolo run --ha, run.ha)", where));
   if (e.action == Action::Drop && !(e.fraction > 0 && e.fraction <= 1))
     throw ConfigError(fmt::format("{}: drop needs a fraction in (0, 1]", where));
   if (e.action == Action::Delay && !(e.delay_ms > 0 && e.delay_ms <= 60'000))
@@ -231,12 +243,15 @@ std::optional<Action> parse_action(std::string_view name) {
 
 bool is_link_fault(Action a) { return a == Action::Partition || a == Action::Drop || a == Action::Delay; }
 
+// The actions the link plays: its faults, and a pair's cut-off.
+static bool needs_link(Action a) { return is_link_fault(a) || a == Action::CutBroker; }
+
 bool Scenario::uses_link() const {
   if (chaos.enabled) {
     const auto& kinds = chaos.kinds.empty() ? kChaosKinds : chaos.kinds;
-    if (std::any_of(kinds.begin(), kinds.end(), is_link_fault)) return true;
+    if (std::any_of(kinds.begin(), kinds.end(), needs_link)) return true;
   }
-  return std::any_of(events.begin(), events.end(), [](const auto& e) { return is_link_fault(e.action); });
+  return std::any_of(events.begin(), events.end(), [](const auto& e) { return needs_link(e.action); });
 }
 
 std::vector<std::pair<std::string, std::string>> builtin_scenarios() {
@@ -309,11 +324,6 @@ void settle_scenario(Scenario& s, const Config& config, std::optional<uint64_t> 
         "scenario {}: partition, drop and delay need run.broker = mdp (--broker mdp): the link "
         "that plays them (threads/link.cpp) sees a node only once it speaks, and the REP workers "
         "of --broker proxy never speak first{}",
-        s.name, s.chaos.enabled ? " (a [chaos] table needs a kinds list without them)" : ""));
-  if (config.run.ha && s.uses_link())
-    throw ConfigError(fmt::format(
-        "scenario {}: partition, drop and delay are not there yet with a broker pair (zyolo run "
-        "--ha): the link (threads/link.cpp) sits in front of one broker{}",
         s.name, s.chaos.enabled ? " (a [chaos] table needs a kinds list without them)" : ""));
   if (s.chaos.enabled) {
     auto drawn = draw_chaos(s.chaos, config, s.seed);

@@ -29,11 +29,19 @@
 //   remove-workers     count              the newest workers retire: each finishes its request,
 //                                         says DISCONNECT and leaves (nothing is re-queued)
 //   set-clients        count              clients start, or retire after their request in flight
+//   cut-broker         [broker] for       zyolo run --ha: the broker (broker = "active", the default,
+//                                         "primary" or "backup") is cut off from its clients, its
+//                                         workers and its peer by its link, as a partition; the
+//                                         ACTIVE one's cut is a failover. After the heal the pair
+//                                         has two ACTIVE brokers for a moment, and the backup yields
 //   mark                                  nothing happens; the report's phases are cut here too
 //                                         (every event starts a phase: latency and throughput)
 //
 // and a [chaos] table instead of (or besides) events: random faults of the kinds it lists, drawn
 // from `seed`, so the same seed gives the same run of faults.
+//
+// With zyolo run --ha each broker has a link of its own (which also relays its state to its peer):
+// partition, drop and delay act on the nodes' traffic to both.
 //
 // With run.broker = proxy the broker events stop and start the proxy and the worker events act on
 // REP workers; partition, drop and delay are refused (settle_scenario says why): the link sees a
@@ -53,7 +61,7 @@ namespace zyolo {
 // What an event does: parsed once, when the file is read (an unknown name is a ConfigError).
 enum class Action {
   KillBroker, RestartBroker, CrashWorker, FreezeWorker, Partition, Drop, Delay,
-  AddWorkers, RemoveWorkers, SetClients, Mark
+  AddWorkers, RemoveWorkers, SetClients, Mark, CutBroker
 };
 // Its name in scenario files and in the report's events ("kill-broker", ...).
 std::string_view action_name(Action a);
@@ -66,8 +74,8 @@ struct ScenarioEvent {
   Action action = Action::Mark;
   double for_s = 0;
   std::string worker;             // crash-worker, freeze-worker: an id; "" picks one at random
-  std::string broker;             // kill-broker, restart-broker with --ha: active, primary, backup
-  std::string nodes = "workers";  // partition, drop, delay
+  std::string broker;             // kill-, restart-, cut-broker with --ha: active, primary, backup
+  std::string nodes = "workers";  // partition, drop, delay (with --ha also "peer": the pair's states)
   double fraction = 0;            // drop
   double delay_ms = 0;            // delay
   int count = 1;                  // add-workers, remove-workers, set-clients

@@ -265,15 +265,8 @@ class Supervisor final : private FleetControl {
   void start_actors() {
     prepare_image_codecs();  // before workers decode concurrently for the first time
     const Scenario* scenario = options_.scenario;
-    if (scenario && scenario->uses_link()) {
-      const LinkEndpoints ends{kLinkClients, kLinkWorkers, config_.frontend(), config_.backend()};
-      const int idle_ms = 2 * std::max(config_.broker.silence_ms(),
-                                       config_.client.timeout_ms) + 1000;
-      const uint64_t seed = scenario->seed;
-      link_ = std::make_unique<Actor>(ctx_, "link", [ends, idle_ms, seed](zmq::context_t& ctx, zmq::socket_ref p) {
-        link(ctx, p, ends, idle_ms, seed);
-      });
-    }
+    if (scenario && scenario->uses_link())
+      for (auto& b : brokers_) start_link(b, scenario->seed);
     if (options_.broker && config_.curve.enabled()) {  // the doorman first: see threads/zap.cpp
       const std::vector<std::string> allowed = config_.curve.allowed;
       const std::string pair_key = config_.ha.enabled() ? config_.curve.public_key : "";
@@ -308,16 +301,38 @@ class Supervisor final : private FleetControl {
     return std::clamp(pool.workers, config_.autoscale.min_workers, config_.autoscale.max_workers);
   }
 
+  // The link in front of a broker, when a scenario needs one: one per broker of a pair, which
+  // also relays the broker's state to its peer (the peer subscribes to the link's relay instead),
+  // so that a cut-off silences it both ways. Nodes connect to the links' endpoints, inproc.
+  void start_link(BrokerSlot& b, uint64_t seed) {
+    const std::string tag = config_.run.ha ? "-" + b.name : "";
+    LinkEndpoints ends{kLinkClients + tag, kLinkWorkers + tag, b.config.frontend(), b.config.backend(), "", ""};
+    if (config_.run.ha) {
+      ends.state_from = b.config.ha.bind;
+      ends.state_to = "inproc://zyolo-link-state" + tag;
+      for (auto& peer : brokers_)
+        if (&peer != &b) peer.config.ha.peer = ends.state_to;
+    }
+    const int idle_ms = 2 * std::max(config_.broker.silence_ms(), config_.client.timeout_ms) + 1000;
+    links_.push_back(std::make_unique<Actor>(ctx_, "link" + tag, [ends, idle_ms, seed](zmq::context_t& ctx, zmq::socket_ref p) {
+      link(ctx, p, ends, idle_ms, seed);
+    }));
+    link_sides_.emplace_back(ends.client_side, ends.worker_side);
+  }
+
   // The configuration an actor of `pool` sees: its service, its model, and the endpoints it
-  // connects to (the link's, when there is one).
+  // connects to (a pair's two, the primary's first; the links', when there are).
   Config for_pool(const PoolConfig& pool) const {
-    Config c = config_.run.ha ? ha_nodes(config_) : config_;  // a pair: both brokers, primary's first
+    Config c = config_.run.ha ? ha_nodes(config_) : config_;
     c.run.service = pool.service;
     c.worker.model = pool.model;
-    if (link_) {
+    if (!links_.empty()) {
       c.run.transport = "inproc";
-      c.endpoints.inproc_frontend = kLinkClients;
-      c.endpoints.inproc_backend = kLinkWorkers;
+      c.endpoints.inproc_frontend = c.endpoints.inproc_backend = "";
+      for (const auto& [clients, workers] : link_sides_) {
+        c.endpoints.inproc_frontend += (c.endpoints.inproc_frontend.empty() ? "" : ",") + clients;
+        c.endpoints.inproc_backend += (c.endpoints.inproc_backend.empty() ? "" : ",") + workers;
+      }
     }
     return c;
   }
@@ -813,7 +828,17 @@ class Supervisor final : private FleetControl {
   }
 
   void link_rule(const LinkRule& rule) override {
-    if (link_) send_pipe(link_->pipe(), PipeCommand::Rule, args_of(rule));
+    for (auto& l : links_) send_pipe(l->pipe(), PipeCommand::Rule, args_of(rule));
+  }
+
+  // A cut-off: the broker's link drops everything (its clients', its workers' and its state to
+  // its peer), and the peer's link drops the peer's state to it.
+  void cut_broker(const std::string& name, milliseconds how_long) override {
+    for (std::size_t i = 0; i < brokers_.size() && i < links_.size(); ++i) {
+      const auto nodes = parse_nodes(brokers_[i].name == name ? "all" : "peer");
+      send_pipe(links_[i]->pipe(), PipeCommand::Rule,
+                args_of(LinkRule{*nodes, LinkMode::Partition, 0, how_long}));
+    }
   }
 
   void announce(const std::string& kind, const std::string& detail, double t) override {
@@ -933,10 +958,17 @@ class Supervisor final : private FleetControl {
       report_.curve = ask_stats<ZapStats>(*zap_, milliseconds(2000));
       zap_.reset();
     }
-    if (link_) {
-      report_.link = ask_stats<LinkStats>(*link_, milliseconds(2000));
-      link_.reset();
+    for (auto& l : links_) {  // a pair's two added up
+      auto s = ask_stats<LinkStats>(*l, milliseconds(2000));
+      l.reset();
+      if (!s) continue;
+      if (!report_.link) report_.link = LinkStats{};
+      auto& t = *report_.link;
+      t.forwarded += s->forwarded, t.dropped += s->dropped, t.delayed += s->delayed;
+      t.connections += s->connections, t.connections_opened += s->connections_opened;
+      t.connections_closed += s->connections_closed;
     }
+    links_.clear();
   }
 
   // After an interruption: asks every client still running for STATS (it sends its records
@@ -970,7 +1002,9 @@ class Supervisor final : private FleetControl {
   std::vector<std::size_t> poll_brokers_;    // the brokers of its items, by index in brokers_
   bool poll_stale_ = true;
   long malformed_reports_ = 0;
-  std::unique_ptr<Actor> link_, zap_, controller_;
+  std::unique_ptr<Actor> zap_, controller_;
+  std::vector<std::unique_ptr<Actor>> links_;  // a scenario's: one per broker
+  std::vector<std::pair<std::string, std::string>> link_sides_;  // each link's client and worker side
   std::vector<BrokerSlot> brokers_;  // one, or the pair (primary, backup)
   std::optional<FleetMetrics> metrics_;     // --metrics: what the metrics actor serves
   std::unique_ptr<Actor> metrics_actor_;    // stopped last: it serves until the supervisor ends

@@ -167,6 +167,7 @@ bool NodeSet::contains(bool is_client, std::string_view node) const {
     case Kind::All: return true;
     case Kind::Clients: return is_client;
     case Kind::Workers: return !is_client;
+    case Kind::Peer: return false;
     case Kind::Ids: break;
   }
   for (const auto& id : ids)
@@ -178,6 +179,7 @@ std::optional<NodeSet> parse_nodes(std::string_view text) {
   if (text == "all") return NodeSet{NodeSet::Kind::All, {}};
   if (text == "clients") return NodeSet{NodeSet::Kind::Clients, {}};
   if (text == "workers") return NodeSet{NodeSet::Kind::Workers, {}};
+  if (text == "peer") return NodeSet{NodeSet::Kind::Peer, {}};
   NodeSet set{NodeSet::Kind::Ids, {}};
   while (true) {
     const auto comma = text.find(',');
@@ -194,6 +196,7 @@ std::string nodes_text(const NodeSet& nodes) {
     case NodeSet::Kind::All: return "all";
     case NodeSet::Kind::Clients: return "clients";
     case NodeSet::Kind::Workers: return "workers";
+    case NodeSet::Kind::Peer: return "peer";
     case NodeSet::Kind::Ids: break;
   }
   std::string text;

@@ -132,13 +132,14 @@ Frames args_of(const CpuClock& c);
 template <> Decoded<CpuClock> decode_args<CpuClock>(const PipeMessage& m);
 
 // The nodes a link rule applies to: all, the clients, the workers, or some by id ("w0,c1": a
-// letter, c for a client or w for a worker, and a number).
+// letter, c for a client or w for a worker, and a number); or "peer", the state a broker of a pair
+// publishes to the other, which the link relays (all covers it too; no client or worker is in it).
 struct NodeSet {
-  enum class Kind { All, Clients, Workers, Ids } kind = Kind::All;
+  enum class Kind { All, Clients, Workers, Ids, Peer } kind = Kind::All;
   std::vector<std::string> ids;  // Kind::Ids
   bool contains(bool is_client, std::string_view node) const;
 };
-// Parses "all", "clients", "workers" or "w0,c1"; nothing for anything else.
+// Parses "all", "clients", "workers", "peer" or "w0,c1"; nothing for anything else.
 std::optional<NodeSet> parse_nodes(std::string_view text);
 std::string nodes_text(const NodeSet& nodes);
 
