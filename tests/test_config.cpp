@@ -325,3 +325,65 @@ TEST_CASE("[ha]: a broker pair's configuration errors, before anything starts") 
   CHECK(d.ha.missed == 2);
   CHECK_FALSE(d.ha.enabled());
 }
+
+TEST_CASE("zyolo run --ha (run.ha): the pair's endpoints, derived or given, and what a pair refuses") {
+  Config c = default_config();
+  c.run.ha = true;
+  c.run.transport = "tcp";
+  CHECK(error_of([&] { validate(c); }) == "");
+  auto pair = ha_pair(c);
+  CHECK(pair[0].ha.role == "primary");
+  CHECK(pair[1].ha.role == "backup");
+  CHECK(pair[0].frontend() == "tcp://127.0.0.1:5555");
+  CHECK(pair[1].frontend() == "tcp://127.0.0.1:5565");  // the port + 10
+  CHECK(pair[1].backend() == "tcp://127.0.0.1:5566");
+  CHECK(pair[1].control() == "tcp://127.0.0.1:5567");
+  CHECK(pair[0].ha.bind == "tcp://127.0.0.1:5560");     // each frontend's port + 5
+  CHECK(pair[1].ha.bind == "tcp://127.0.0.1:5570");
+  CHECK(pair[0].ha.peer == pair[1].ha.bind);
+  CHECK(pair[1].ha.peer == pair[0].ha.bind);
+  CHECK(ha_nodes(c).frontend() == "tcp://127.0.0.1:5555,tcp://127.0.0.1:5565");
+  CHECK(ha_nodes(c).backend() == "tcp://127.0.0.1:5556,tcp://127.0.0.1:5566");
+  c.run.transport = "ipc";
+  pair = ha_pair(c);
+  CHECK(pair[1].frontend() == "ipc:///tmp/zyolo-frontend-backup.ipc");
+  CHECK(pair[0].ha.bind == "ipc:///tmp/zyolo-frontend-ha.ipc");
+  CHECK(pair[1].ha.bind == "ipc:///tmp/zyolo-frontend-backup-ha.ipc");
+  c.run.transport = "inproc";
+  pair = ha_pair(c);
+  CHECK(pair[1].backend() == "inproc://zyolo-backend-backup");
+  // Lists of two and ha.bind / ha.peer are taken as given: the primary's first.
+  c.run.transport = "tcp";
+  c.endpoints.tcp_frontend = "tcp://127.0.0.1:1000,tcp://127.0.0.1:2000";
+  c.endpoints.tcp_control = "tcp://127.0.0.1:1001,tcp://127.0.0.1:2001";
+  c.ha.bind = "tcp://127.0.0.1:3000";
+  c.ha.peer = "tcp://127.0.0.1:4000";
+  CHECK(error_of([&] { validate(c); }) == "");
+  pair = ha_pair(c);
+  CHECK(pair[1].frontend() == "tcp://127.0.0.1:2000");
+  CHECK(pair[1].control() == "tcp://127.0.0.1:2001");
+  CHECK(pair[1].backend() == "tcp://127.0.0.1:5566");
+  CHECK(pair[0].ha.bind == "tcp://127.0.0.1:3000");
+  CHECK(pair[1].ha.bind == "tcp://127.0.0.1:4000");
+  // What a pair in one process cannot be.
+  auto refused = [](auto change) {
+    Config r = default_config();
+    r.run.ha = true;
+    r.run.transport = "tcp";
+    change(r);
+    return error_of([&] { validate(r); });
+  };
+  CHECK(refused([](Config& r) { r.run.broker = "proxy"; }).find("needs run.broker = mdp") != std::string::npos);
+  CHECK(refused([](Config& r) { r.autoscale.enabled = true; }).find("--autoscale") != std::string::npos);
+  CHECK(refused([](Config& r) { r.metrics.listen = "127.0.0.1:9464"; }).find("--metrics") != std::string::npos);
+  CHECK(refused([](Config& r) { r.ha = {"primary", "tcp://*:5560", "tcp://10.0.0.2:5560", 1000, 2}; })
+            .find("ha.role is for zyolo broker --ha") != std::string::npos);
+  CHECK(refused([](Config& r) { r.ha.bind = "tcp://127.0.0.1:3000"; }).find("give both ha.bind") != std::string::npos);
+  CHECK(refused([](Config& r) { r.endpoints.tcp_frontend = "tcp://127.0.0.1:1,tcp://127.0.0.1:2,tcp://127.0.0.1:3"; })
+            .find("at most two endpoints") != std::string::npos);
+  CHECK(refused([](Config& r) { r.endpoints.tcp_frontend = "tcp://*:http"; }).find("no port to derive") !=
+        std::string::npos);
+  // The derived state channel must not be another endpoint of the pair: 5560 is the backend here.
+  CHECK(refused([](Config& r) { r.endpoints.tcp_backend = "tcp://127.0.0.1:5560"; }).find("name 'tcp://127.0.0.1:5560' twice") !=
+        std::string::npos);
+}

@@ -5,9 +5,9 @@
 // before any client starts, and each client connects a PUSH of its own (in its own thread) and
 // sends there, tagged with its index, its RECORDS and DETECTIONS batches, then DONE (or, asked
 // STATS after an interruption, its records and then STATS). So the loop polls one socket for all
-// clients, plus the pipes of the workers, the controller's and the signal descriptor, and it
-// builds that poll set again only when the set changes (a worker added or gone), not on each
-// wake-up.
+// clients, plus the pipes of the workers, the controller's, the brokers' (one of a pair says HA
+// there) and the signal descriptor, and it builds that poll set again only when the set changes
+// (a worker or a broker started or gone), not on each wake-up.
 //
 // Nothing is lost, and nothing is late:
 // - A client's records and its DONE travel on the same PUSH to the same PULL, and one PUSH's
@@ -646,7 +646,9 @@ class Supervisor final : private FleetControl {
     return nullptr;
   }
   const BrokerSlot* find_broker(const std::string& name) const {
-    return const_cast<Supervisor*>(this)->find_broker(name);
+    for (const auto& b : brokers_)
+      if (b.name == name) return &b;
+    return nullptr;
   }
 
   bool broker_running(const std::string& name) const override {

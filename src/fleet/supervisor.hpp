@@ -1,13 +1,16 @@
-// The supervisor of `zyolo run`: the main thread owns the one ZeroMQ context, starts the broker,
-// the workers and the clients as attached-thread actors, collects what they report over their
-// pipes, and stops them all. It shares no state with them: only messages cross.
+// The supervisor of `zyolo run`: the main thread owns the one ZeroMQ context, starts the broker
+// (with --ha, the pair: primary and backup), the workers and the clients as attached-thread
+// actors, collects what they report over their pipes, and stops them all. It shares no state
+// with them: only messages cross.
 //
 // With a scenario, the scenario player (player.hpp) plays its events on time from the same poll
 // loop, through the supervisor's narrow FleetControl side: the broker stopped and started,
 // workers crashed, frozen, added and retired, clients started and retired, and link rules for
-// the link actor (threads/link.cpp) to partition, drop or delay. Each event goes into the report
-// with the time the fault ended, from which the report measures recovery. The timeline's rows and
-// the progress line are timeline.hpp's.
+// the link actor (threads/link.cpp; one per broker of a pair) to partition, drop or delay, or to
+// cut a broker of the pair off. A broker of a pair reports each state change on its pipe (HA);
+// the supervisor prints it and records it in the report. Each event goes into the report with
+// the time the fault ended, from which the report measures recovery. The timeline's rows and the
+// progress line are timeline.hpp's.
 #pragma once
 
 #include <functional>
