@@ -294,8 +294,9 @@ int AutoscaleReport::direction_changes() const {
 // The broker's (or proxy's), the controller's and the link's lines of the summary.
 static std::string counters_text(const Report& r) {
   std::string s;
+  const int brokers = r.ha_final.empty() ? 1 : 2;  // a pair starts two
   const std::string restarts =
-      r.broker_incarnations > 1 ? fmt::format("  restarts {}", r.broker_incarnations - 1) : "";
+      r.broker_incarnations > brokers ? fmt::format("  restarts {}", r.broker_incarnations - brokers) : "";
   if (r.broker && r.broker_kind == "proxy") {
     s += fmt::format("  proxy      forwarded {} requests, {} replies (knows no workers: no re-queue, "
                      "no expiry){}\n", r.broker->requests, r.broker->replies, restarts);
