@@ -2,7 +2,8 @@
 // its allow-list (through its ZAP handler actor, threads/zap.cpp), and encrypted traffic. Known
 // workers and clients are served; a stranger with a key of its own, and a client with no CURVE at
 // all, get nothing, and the broker counts and names the refused key. A byte tap between client and
-// broker shows the MDP frames in clear on plain tcp, and not with CURVE.
+// broker shows the MDP frames in clear on plain tcp, and not with CURVE. A broker pair's state
+// channel is CURVE too, and lets in only the other broker of the pair.
 #include <doctest/doctest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -47,6 +48,13 @@ struct KeyFolder {
   std::string public_of(const std::string& name) const {
     const std::string text = zyolo_test::slurp(pub(name));
     const auto at = text.find("public = \"");
+    REQUIRE(at != std::string::npos);
+    return text.substr(at + 10, 40);
+  }
+  // The secret key (Z85) a key pair file holds.
+  std::string secret_of(const std::string& name) const {
+    const std::string text = zyolo_test::slurp(key(name));
+    const auto at = text.find("secret = \"");
     REQUIRE(at != std::string::npos);
     return text.substr(at + 10, 40);
   }
@@ -291,4 +299,80 @@ TEST_CASE("the same tap on plain tcp sees the MDP frames in clear (the check abo
   CHECK(zyolo_test::has(wire, "MDPC01"));
   CHECK_FALSE(zyolo_test::has(wire, "CURVE"));
   fleet.stop();
+}
+
+TEST_CASE(
+    "a broker pair with CURVE: the state channel is encrypted and lets in only the other broker; "
+    "the backup takes over") {
+  KeyFolder keys({"worker", "client"});
+  // Both brokers hold the one key pair "broker", which clients and workers know.
+  const zyolo_test::TempFile config("pair.toml",
+                                    "[ha]\nheartbeat_ms = 200\nmissed = 2\n"
+                                    "[broker]\nheartbeat_ms = 200\n"
+                                    "[client]\ntimeout_ms = 500\n");
+  zyolo_test::Endpoints pe, be;
+  const std::string pbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+  const std::string bbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+  auto broker = [&](const zyolo_test::Endpoints& ep, const std::string& role,
+                    const std::string& bind, const std::string& peer) {
+    auto a = ep.broker_args();
+    a.insert(a.end(), {"--ha", role, "--ha-bind", bind, "--ha-peer", peer, "--curve",
+                       keys.key("broker"), "--allow", keys.allow, "--config", config.path});
+    return std::make_unique<Process>(a);
+  };
+  auto primary = broker(pe, "primary", pbind, bbind);
+  auto backup = broker(be, "backup", bbind, pbind);
+  REQUIRE(primary->wait_for("ready", 20s));
+  REQUIRE(backup->wait_for("ready", 20s));
+
+  // Two listeners on the primary's state channel, CURVE clients of the pair's key: one with the
+  // pair's own key pair (as the backup is) hears the states; one with a client's key, let in on
+  // the data plane, is refused on this one and hears nothing.
+  zmq::context_t ctx;
+  auto listener = [&](const std::string& name) {
+    zmq::socket_t s(ctx, zmq::socket_type::sub);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::curve_publickey, keys.public_of(name));
+    s.set(zmq::sockopt::curve_secretkey, keys.secret_of(name));
+    s.set(zmq::sockopt::curve_serverkey, keys.public_of("broker"));
+    s.set(zmq::sockopt::subscribe, "");
+    s.connect(pbind);
+    return s;
+  };
+  zmq::socket_t peer = listener("broker"), intruder = listener("client");
+  int heard = 0, intruded = 0;
+  for (const auto until = std::chrono::steady_clock::now() + 10s;
+       heard < 5 && std::chrono::steady_clock::now() < until;) {
+    if (zyolo_test::recv(peer, 100ms)) ++heard;
+    while (zyolo_test::recv(intruder, 0ms)) ++intruded;
+  }
+  CHECK(heard == 5);  // a second, at 200 ms: the primary publishes through CURVE
+  CHECK(intruded == 0);
+
+  // The workers know both brokers; the primary stops, and the clients' requests make the backup
+  // ACTIVE. That takes the backup having heard the primary ACTIVE over the encrypted channel
+  // (a backup that never did serves nobody), and a worker moving to it.
+  Process workers({"workers", "--connect", pe.backend + "," + be.backend, "--workers", "1",
+                   "--model", "none", "--config", config.path, "--curve", keys.key("worker"),
+                   "--server-key", keys.pub("broker")});
+  REQUIRE(workers.wait_for("ready", 20s));
+  primary->signal(SIGTERM);
+  CHECK(primary->wait() == 0);
+  const std::string pout = primary->output();
+  INFO(pout);
+  CHECK(zyolo_test::has(pout, "ha: stopped ACTIVE (primary)"));
+  CHECK(zyolo_test::has(pout, "refused public key " + keys.public_of("client")));
+  auto j = zyolo_test::run_report("clients --connect " + pe.frontend + "," + be.frontend +
+                                  " --model none --requests 20 --config " + config.path +
+                                  keys.peer_flags("client"));
+  zyolo_test::check_nothing_lost(j);
+  CHECK(j["requests"]["answered"] == 20);
+  workers.signal(SIGTERM);
+  CHECK(workers.wait() == 0);
+  backup->signal(SIGTERM);
+  CHECK(backup->wait() == 0);
+  const std::string bout = backup->output();
+  INFO(bout);
+  CHECK(zyolo_test::has(bout, "ha: stopped ACTIVE (backup): transitions 2"));  // BACKUP, PASSIVE, ACTIVE
+  CHECK(zyolo_test::has(bout, "refused 0"));
 }

@@ -2,7 +2,8 @@
 // the test publishes the peer's state, a SUB where it reads the broker's. Passive, it drops client
 // requests and counts them; with its peer silent past the expiry, a client's request makes it
 // ACTIVE and is served by a worker registered with it all along; both ACTIVE, the backup yields;
-// a peer of its own role and malformed state messages are counted.
+// a peer of its own role and malformed state messages are counted. Passive with its peer alive,
+// it sends its workers no heartbeat (they move on to the active broker).
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -24,16 +25,21 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+Config pair_config(int broker_heartbeat_ms) {
+  Config c = default_config();
+  c.run.transport = "inproc";
+  c.worker.model = "none";
+  c.broker.heartbeat_ms = broker_heartbeat_ms;
+  c.ha = {"backup", "inproc://ha-backup", "inproc://ha-primary", 50, 2};  // expiry: 100 ms
+  validate(c);
+  return c;
+}
+
 struct Pair {
+  explicit Pair(int broker_heartbeat_ms = default_config().broker.heartbeat_ms)
+      : config(pair_config(broker_heartbeat_ms)) {}
   zmq::context_t ctx = make_context();
-  Config config = [] {
-    Config c = default_config();
-    c.run.transport = "inproc";
-    c.worker.model = "none";
-    c.ha = {"backup", "inproc://ha-backup", "inproc://ha-primary", 50, 2};  // expiry: 100 ms
-    validate(c);
-    return c;
-  }();
+  Config config;
   zmq::socket_t peer_pub = [this] {
     zmq::socket_t s(ctx, zmq::socket_type::pub);
     s.set(zmq::sockopt::linger, 0);
@@ -156,6 +162,39 @@ TEST_CASE(
   s = p.stats();
   CHECK(s["ha_anomalies"]["same_role"].get<long>() >= 3);
   CHECK(s["ha_state"] == "PASSIVE");
+}
+
+TEST_CASE(
+    "a PASSIVE broker whose peer lives sends its workers no heartbeat, so that they move on; with "
+    "the peer silent it heartbeats them again") {
+  Pair p(50);  // MDP heartbeats every 50 ms: a worker hearing none for 150 ms moves on
+  (void)p.pump(300ms, kPrimaryActive);
+  REQUIRE(p.broker_state == "PASSIVE");
+  // A worker of the test's own registers and heartbeats; it counts the broker's heartbeats.
+  zmq::socket_t worker = zyolo_test::dealer(p.ctx, "raw-worker", p.config.backend());
+  send(worker, encode_worker_ready("yolo"));
+  long heard = 0;
+  auto listen = [&](std::optional<HaPeerState> peer, std::chrono::milliseconds d) {
+    for (const auto until = Clock::now() + d; Clock::now() < until;) {
+      (void)p.pump(25ms, peer);
+      send(worker, encode_worker_command(Command::Heartbeat));
+      while (auto f = zyolo_test::recv(worker, 0ms)) {
+        auto m = decode_from_broker(std::move(*f));
+        REQUIRE(m.ok());
+        heard += m->command == Command::Heartbeat;
+      }
+    }
+  };
+  listen(kPrimaryActive, 600ms);  // 12 broker heartbeats
+  CHECK(heard == 0);
+  auto s = p.stats();
+  CHECK(s["ha_state"] == "PASSIVE");
+  CHECK(s["ha_withheld_heartbeats"].get<long>() >= 8);
+  CHECK(s["ha_dropped"] == 0);
+  // The primary goes silent (expiry 100 ms): a failover may come, and the workers are kept.
+  listen(std::nullopt, 400ms);
+  CHECK(heard >= 3);
+  CHECK(p.broker_state == "PASSIVE");  // time alone changes nothing
 }
 
 TEST_CASE("a lone broker's STATS say no pair") {

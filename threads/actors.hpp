@@ -33,9 +33,11 @@ void broker(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
 void proxy(zmq::context_t& ctx, zmq::socket_ref pipe, const Config& config);
 
 // ZAP handler (RFC 27) of a broker with CURVE on: binds inproc://zeromq.zap.01 in `ctx` and lets
-// in the peers whose public key (Z85) is in `allowed`, refusing and counting the rest. Start it
-// before the broker. STATS: ZapStats.
-void zap_handler(zmq::context_t& ctx, zmq::socket_ref pipe, const std::vector<std::string>& allowed);
+// in the peers whose public key (Z85) is in `allowed`, refusing and counting the rest; on a broker
+// pair's state channel (ZAP domain kZapDomainHa) only `pair_key`, the pair's own public key ("":
+// not one of a pair, nobody). Start it before the broker. STATS: ZapStats.
+void zap_handler(zmq::context_t& ctx, zmq::socket_ref pipe, const std::vector<std::string>& allowed,
+                 const std::string& pair_key);
 
 // Actors take a settled model: config.worker.model is a model path or "none", never "auto"
 // (resolve_model in src/yolo/models.hpp settles it before any actor starts).

@@ -56,8 +56,13 @@
 // active one), unless that request is the vote that makes it ACTIVE (its peer silent for
 // heartbeat x missed): then it serves it. It dispatches nothing while not ACTIVE, and a broker
 // that leaves ACTIVE (the backup of two actives yields) gives up what it had queued. Workers stay
-// registered all along (heartbeats go on both ways). Each state change is a line on stderr with
-// its reason and is counted in STATS (ha_state, ha_transitions, ha_anomalies, ha_peer_lost).
+// registered, but a PASSIVE broker whose peer is alive (heard within heartbeat x missed) sends
+// them no heartbeat: a worker given both brokers (endpoints "A,B") hears silence and moves on to
+// the next, the active one, instead of idling where nothing is dispatched (a worker that lost the
+// active broker, or the workers of a backup that yielded). While the peer is silent, a failover
+// may come, and the workers are kept with heartbeats. Each state change is a line on stderr with
+// its reason and is counted in STATS (ha_state, ha_transitions, ha_anomalies, ha_peer_lost,
+// ha_withheld_heartbeats).
 // With ha.role unset nothing of this exists: the data path is one untaken branch.
 #include <fmt/format.h>
 
@@ -232,9 +237,15 @@ struct Ha {
         sub(ctx, zmq::socket_type::sub),
         interval(config.ha.heartbeat_ms),
         publish_at(now) {
-    // Linger, high-water marks, reconnect intervals; no CURVE (validate() refuses it with ha).
+    // Linger, high-water marks, reconnect intervals, and CURVE when it is on: the two brokers of
+    // a pair hold one key pair (their clients and workers know one broker key), so the SUB's
+    // server is known by this broker's own public key, and the PUB lets in (ZAP domain
+    // kZapDomainHa, threads/zap.cpp) only a peer with that same key.
     apply_socket_options(pub, config, Side::Binds);
-    apply_socket_options(sub, config, Side::Connects);
+    if (config.curve.enabled()) pub.set(zmq::sockopt::zap_domain, kZapDomainHa);
+    Config pair = config;
+    pair.curve.server_public_key = config.curve.public_key;
+    apply_socket_options(sub, pair, Side::Connects);
     // The peer is retried at least every heartbeat, without back-off: a primary started before
     // its backup must hear it before its expiry passes, or it would take a client alone.
     sub.set(zmq::sockopt::reconnect_ivl,
@@ -623,14 +634,16 @@ void on_pipe() {
 
   void on_heartbeat() {
     const auto now = Clock::now();
+    const bool send_away = ha_sends_workers_away(now);
     expired_.clear();
     for (const auto& [id, slot] : worker_slots_) {
       auto& w = workers_[slot];
       if (w.expiry <= now)
         expired_.push_back(slot);
-      else
+      else if (!send_away)
         to_worker(w.address, Command::Heartbeat);
     }
+    n_.ha_withheld_heartbeats += send_away ? 1 : 0;
     for (const WorkerSlot slot : expired_) {
       ++n_.expired;
       remove_worker(slot);
@@ -658,6 +671,12 @@ void on_pipe() {
   }
 
   // --- the pair (Binary Star) --------------------------------------------------------------
+
+  // PASSIVE with the peer alive: the workers hear no heartbeat from here (see the top).
+  bool ha_sends_workers_away(Clock::time_point now) const {
+    return ha_ && ha_->fsm.state() == HaState::Passive && ha_->fsm.peer_heard() &&
+           !ha_->fsm.peer_expired(now);
+  }
 
   // A client request came while this broker is not ACTIVE: its vote. True when the state machine
   // made it ACTIVE (the peer silent long enough) and the request is to be served; else it is

@@ -270,9 +270,6 @@ void validate_ha(const Config& config) {
             *endpoint));
   if (config.run.broker != "mdp")
     throw ConfigError("ha.role (--ha) needs run.broker = mdp: the proxy has no broker pair");
-  if (config.curve.enabled())  // the state channel would be plaintext beside CURVE data
-    throw ConfigError("ha.role (--ha) with curve.key (--curve): the pair's state channel has no "
-                      "CURVE yet");
 }
 
 }  // namespace

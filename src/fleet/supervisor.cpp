@@ -260,8 +260,9 @@ class Supervisor final : private FleetControl {
     }
     if (options_.broker && config_.curve.enabled()) {  // the doorman first: see threads/zap.cpp
       const std::vector<std::string> allowed = config_.curve.allowed;
-      zap_ = std::make_unique<Actor>(ctx_, "zap", [allowed](zmq::context_t& ctx, zmq::socket_ref p) {
-        zap_handler(ctx, p, allowed);
+      const std::string pair_key = config_.ha.enabled() ? config_.curve.public_key : "";
+      zap_ = std::make_unique<Actor>(ctx_, "zap", [allowed, pair_key](zmq::context_t& ctx, zmq::socket_ref p) {
+        zap_handler(ctx, p, allowed, pair_key);
       });
     }
     if (options_.broker) start_broker();

@@ -18,7 +18,7 @@ void apply_socket_options(zmq::socket_ref socket, const Config& config, Side sid
   socket.set(zmq::sockopt::curve_secretkey, curve.secret_key);
   if (side == Side::Binds) {
     socket.set(zmq::sockopt::curve_server, true);
-    socket.set(zmq::sockopt::zap_domain, "zyolo");
+    socket.set(zmq::sockopt::zap_domain, kZapDomain);
   } else {
     socket.set(zmq::sockopt::curve_publickey, curve.public_key);
     socket.set(zmq::sockopt::curve_serverkey, curve.server_public_key);

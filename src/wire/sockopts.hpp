@@ -10,13 +10,19 @@
 
 namespace zyolo {
 
+// The ZAP domains of the broker's CURVE server sockets (threads/zap.cpp vets each): its frontend,
+// backend and control, where the allow-list's keys come in; and a broker pair's state channel
+// (ha.bind), where only the other broker of the pair does.
+inline constexpr const char* kZapDomain = "zyolo";
+inline constexpr const char* kZapDomainHa = "zyolo-ha";
+
 // Which way a socket faces: the broker's sockets bind, every other one connects.
 enum class Side { Binds, Connects };
 
 // Sets linger, high-water marks, reconnect interval and its back-off ceiling, ZMTP heartbeats
 // and the largest frame a peer may send (broker.max_message_bytes) on `socket`. With CURVE on
 // (config.curve settled, src/wire/curve.hpp) a binding socket is a CURVE server whose peers the ZAP
-// handler vets (domain "zyolo"), and a connecting one a CURVE client of the broker's public key.
+// handler vets (domain kZapDomain), and a connecting one a CURVE client of the broker's public key.
 void apply_socket_options(zmq::socket_ref socket, const Config& config, Side side);
 
 }  // namespace zyolo

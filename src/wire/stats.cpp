@@ -89,6 +89,7 @@ void mdp_fields(S& s, F& f) {
   f("ha_dropped", s.ha_dropped);
   f("ha_peer_lost", s.ha_peer_lost);
   f("ha_malformed", s.ha_malformed);
+  f("ha_withheld_heartbeats", s.ha_withheld_heartbeats);
   f("ha_anomalies", s.ha_anomalies);
 }
 
@@ -415,6 +416,7 @@ void add(BrokerStats& total, const BrokerStats& later) {
         {&sum.cpu_us, total.cpu_us},
         {&sum.ha_transitions, total.ha_transitions}, {&sum.ha_dropped, total.ha_dropped},
         {&sum.ha_peer_lost, total.ha_peer_lost}, {&sum.ha_malformed, total.ha_malformed},
+        {&sum.ha_withheld_heartbeats, total.ha_withheld_heartbeats},
         {&sum.protocol_errors_by_kind.ready_twice, total.protocol_errors_by_kind.ready_twice},
         {&sum.protocol_errors_by_kind.unasked_reply, total.protocol_errors_by_kind.unasked_reply},
         {&sum.protocol_errors_by_kind.reserved_service, total.protocol_errors_by_kind.reserved_service}})
