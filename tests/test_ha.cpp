@@ -477,6 +477,7 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
   zyolo_test::TempFile config(
       "ha-fleet.toml", "[ha]\nheartbeat_ms = " + std::to_string(ha_heartbeat) +
                            "\nmissed = 2\n[broker]\nheartbeat_ms = 200\nliveness = 3\n"
+                           "[worker]\nreconnect_initial_ms = 2000\n"
                            "[client]\ntimeout_ms = " + std::to_string(client_timeout) +
                            "\nadaptive_timeout = false\n[run]\nreport_interval_ms = 20\n");
   const double bound = (2.0 * ha_heartbeat + client_timeout) / 1000.0;
