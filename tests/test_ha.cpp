@@ -470,9 +470,10 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
   // Short heartbeats, so that the run is short. The workers' silence (broker.liveness x
   // broker.heartbeat_ms, 600 ms) is past the peer's expiry (ha.missed x ha.heartbeat_ms, 500
   // ms), so a worker that reaches the survivor before its expiry stays there; the clients' fixed
-  // timeout (800 ms) is past both, and past the silence plus the workers' back-off when their
-  // list comes round to the primary again (worker.reconnect_initial_ms, 250), so the request in
-  // flight at the kill votes for the survivor with its first retry and finds workers there soon.
+  // timeout (800 ms) is past both, so the request in flight at the kill votes for the survivor
+  // with its first retry and finds the workers there. The workers' back-off is long (2 s): a
+  // worker that served the backup goes back to the primary, first of its list, at once; only a
+  // whole round of the list heard from nobody waits it out.
   const int ha_heartbeat = 250, client_timeout = 800;
   zyolo_test::TempFile config(
       "ha-fleet.toml", "[ha]\nheartbeat_ms = " + std::to_string(ha_heartbeat) +
