@@ -458,8 +458,9 @@ TEST_CASE("zyolo broker --ha: bad configuration is an error before anything star
   CHECK(zyolo_test::has(r.err, "ha.role is for zyolo broker --ha"));
 }
 
-// Issue #18's whole fleet as processes over tcp: a primary and a backup (`zyolo broker --ha`), a
-// pool of workers and a clients process each given both (`--connect P,B`). Mid-run the primary is
+// Issue #18's whole fleet as processes over tcp: a primary and a backup (`zyolo broker --ha`),
+// workers and a clients process each given both (`--connect P,B`; one worker `B,P`, which the
+// passive backup sends on to the primary by withholding its heartbeats). Mid-run the primary is
 // SIGKILLed: the backup takes over on the clients' vote, the workers move to it after their
 // silence, and the first answer after the kill comes within 2 x ha.heartbeat_ms + the client's
 // timeout (the peer's expiry, then one client timeout to reach the backup). The primary started
@@ -495,9 +496,20 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
   REQUIRE(watch.until(ready(*primary), 20s));
   REQUIRE(watch.until(ready(*backup), 20s));
   REQUIRE(watch.states("ACTIVE", "PASSIVE", 10s));
-  Process workers({"workers", "--connect", p.ep.backend + "," + b.ep.backend, "--workers", "3",
+  // Three workers: two given the pair primary first, one backup first. The backup, PASSIVE
+  // with its peer alive, withholds its heartbeats, so that one moves on to the primary: all three
+  // serve there before any client comes.
+  Process workers({"workers", "--connect", p.ep.backend + "," + b.ep.backend, "--workers", "2",
                    "--model", "none", "--service-ms", "5", "--config", config.path});
+  Process backup_first({"workers", "--connect", b.ep.backend + "," + p.ep.backend, "--workers",
+                        "1", "--model", "none", "--service-ms", "5", "--config", config.path});
   REQUIRE(watch.until(ready(workers), 20s));
+  REQUIRE(watch.until(ready(backup_first), 20s));
+  const auto idle_workers = [](int metrics) {
+    return sample_of(scrape(metrics), "zyolo_workers{service=\"yolo\",state=\"idle\"}");
+  };
+  CHECK(watch.until([&] { return idle_workers(p.metrics) == 3 && idle_workers(b.metrics) <= 0; },
+                    10s));
   const std::string report = "/tmp/zyolo-test-ha-fleet-" + std::to_string(::getpid()) + ".json";
   const auto started = std::chrono::steady_clock::now();
   Process clients({"clients", "--connect", p.ep.frontend + "," + b.ep.frontend, "--model", "none",
@@ -536,12 +548,16 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
   MESSAGE("both brokers' states read " << watch.samples << " times");
   CHECK(watch.both_active == 0);
 
-  workers.signal(SIGTERM);
-  CHECK(workers.wait() == 0);
+  for (Process* w : {&workers, &backup_first}) {
+    w->signal(SIGTERM);
+    CHECK(w->wait() == 0);
+  }
   primary->signal(SIGTERM);
   CHECK(primary->wait() == 0);
   INFO(primary->output());
   INFO(workers.output());
+  INFO(backup_first.output());
+  CHECK_FALSE(zyolo_test::has(backup_first.output(), "served: w0 0\n"));  // it served too
   auto j = nlohmann::json::parse(zyolo_test::slurp(report));
   std::remove(report.c_str());
   zyolo_test::check_nothing_lost(j);
