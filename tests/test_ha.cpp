@@ -580,10 +580,12 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
       outages.push_back({static_cast<double>(last) * bin, static_cast<double>(static_cast<long>(i) + 1 - last) * bin});
     last = static_cast<long>(i);
   }
-  // Each kill's outage is the one nearest to it on the clients' clock, which began `start` after
-  // `started` (the end of the run less its length: a little later than it began, since the
-  // report is written after the run, so the kills are placed a little early).
+  // Each kill's outage is the one over 0.3 s (no answer until a client's retry reached the other
+  // broker; a slow process can leave a row or two empty anywhere) nearest to it on the clients'
+  // clock, which began `start` after `started` (the end of the run less its length: later than
+  // it began, since the report is written after the run, so the kills are placed a little early).
   const double start = finished - j["run"]["elapsed_s"].get<double>();
+  std::erase_if(outages, [](const Outage& o) { return o.length <= 0.3; });
   const auto outage_at = [&](double kill) {
     Outage nearest{-100, 0};
     for (const Outage& o : outages)
@@ -591,14 +593,13 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
     MESSAGE("killed at " << kill - start << " s of the clients' run: no answer from " << nearest.from
             << " s for " << nearest.length << " s (bound 2 x " << ha_heartbeat << " + "
             << client_timeout << " ms = " << bound << " s)");
-    CHECK(std::abs(nearest.from - (kill - start)) < 1.0);
-    CHECK(nearest.length > 0.3);  // the kill was seen: no answer until a retry reached the other
+    CHECK(std::abs(nearest.from - (kill - start)) < 1.0);  // the kill was seen
     CHECK(nearest.length < bound);
     return nearest.length;
   };
   outage_at(first_kill);
   outage_at(second_kill);
-  MESSAGE(outages.size() << " rows or runs of rows without answers in the run; latency max " << j["latency_ms"]["max"] << " ms; retries " << j["requests"]["retries"]);
+  MESSAGE(outages.size() << " outages over 0.3 s in the run; latency max " << j["latency_ms"]["max"] << " ms; retries " << j["requests"]["retries"]);
   // The restarted primary: PASSIVE on hearing the backup, ACTIVE on a client's vote.
   CHECK(zyolo_test::has(primary->output(),
                         "zyolo broker: ha: stopped ACTIVE (primary): transitions 2 "));
