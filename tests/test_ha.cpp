@@ -18,8 +18,8 @@
 #include <functional>
 #include <iterator>
 #include <memory>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -476,12 +476,13 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
   // worker that served the backup goes back to the primary, first of its list, at once; only a
   // whole round of the list heard from nobody waits it out.
   const int ha_heartbeat = 250, client_timeout = 800;
-  zyolo_test::TempFile config(
-      "ha-fleet.toml", "[ha]\nheartbeat_ms = " + std::to_string(ha_heartbeat) +
-                           "\nmissed = 2\n[broker]\nheartbeat_ms = 200\nliveness = 3\n"
-                           "[worker]\nreconnect_initial_ms = 2000\n"
-                           "[client]\ntimeout_ms = " + std::to_string(client_timeout) +
-                           "\nadaptive_timeout = false\n[run]\nreport_interval_ms = 20\n");
+  zyolo_test::TempFile config("ha-fleet.toml",
+                              "[ha]\nheartbeat_ms = " + std::to_string(ha_heartbeat) +
+                                  "\nmissed = 2\n[broker]\nheartbeat_ms = 200\nliveness = 3\n"
+                                  "[worker]\nreconnect_initial_ms = 2000\n"
+                                  "[client]\ntimeout_ms = " +
+                                  std::to_string(client_timeout) +
+                                  "\nadaptive_timeout = false\n[run]\nreport_interval_ms = 20\n");
   const double bound = (2.0 * ha_heartbeat + client_timeout) / 1000.0;
   Node p, b;
   const std::string pbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
@@ -489,7 +490,9 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
   const auto pargs = p.args("primary", pbind, bbind, config.path),
              bargs = b.args("backup", bbind, pbind, config.path);
   PairWatch watch(p.metrics, b.metrics);
-  const auto ready = [](Process& proc) { return [&proc] { return proc.wait_for("ready", 100ms); }; };
+  const auto ready = [](Process& proc) {
+    return [&proc] { return proc.wait_for("ready", 100ms); };
+  };
 
   auto primary = std::make_unique<Process>(pargs);
   auto backup = std::make_unique<Process>(bargs);
@@ -501,8 +504,8 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
   // serve there before any client comes.
   Process workers({"workers", "--connect", p.ep.backend + "," + b.ep.backend, "--workers", "2",
                    "--model", "none", "--service-ms", "5", "--config", config.path});
-  Process backup_first({"workers", "--connect", b.ep.backend + "," + p.ep.backend, "--workers",
-                        "1", "--model", "none", "--service-ms", "5", "--config", config.path});
+  Process backup_first({"workers", "--connect", b.ep.backend + "," + p.ep.backend, "--workers", "1",
+                        "--model", "none", "--service-ms", "5", "--config", config.path});
   REQUIRE(watch.until(ready(workers), 20s));
   REQUIRE(watch.until(ready(backup_first), 20s));
   const auto idle_workers = [](int metrics) {
@@ -577,7 +580,8 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
   for (std::size_t i = 0; i < rows.size(); ++i) {
     if (rows[i]["answered"].get<long>() == 0) continue;
     if (last >= 0 && static_cast<long>(i) - last > 1)
-      outages.push_back({static_cast<double>(last) * bin, static_cast<double>(static_cast<long>(i) + 1 - last) * bin});
+      outages.push_back({static_cast<double>(last) * bin,
+                         static_cast<double>(static_cast<long>(i) + 1 - last) * bin});
     last = static_cast<long>(i);
   }
   // Each kill's outage is the one over 0.3 s (no answer until a client's retry reached the other
@@ -590,16 +594,17 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
     Outage nearest{-100, 0};
     for (const Outage& o : outages)
       if (std::abs(o.from - (kill - start)) < std::abs(nearest.from - (kill - start))) nearest = o;
-    MESSAGE("killed at " << kill - start << " s of the clients' run: no answer from " << nearest.from
-            << " s for " << nearest.length << " s (bound 2 x " << ha_heartbeat << " + "
-            << client_timeout << " ms = " << bound << " s)");
+    MESSAGE("killed at " << kill - start << " s of the clients' run: no answer from "
+                         << nearest.from << " s for " << nearest.length << " s (bound 2 x "
+                         << ha_heartbeat << " + " << client_timeout << " ms = " << bound << " s)");
     CHECK(std::abs(nearest.from - (kill - start)) < 1.0);  // the kill was seen
     CHECK(nearest.length < bound);
     return nearest.length;
   };
   outage_at(first_kill);
   outage_at(second_kill);
-  MESSAGE(outages.size() << " outages over 0.3 s in the run; latency max " << j["latency_ms"]["max"] << " ms; retries " << j["requests"]["retries"]);
+  MESSAGE(outages.size() << " outages over 0.3 s in the run; latency max " << j["latency_ms"]["max"]
+                         << " ms; retries " << j["requests"]["retries"]);
   // The restarted primary: PASSIVE on hearing the backup, ACTIVE on a client's vote.
   CHECK(zyolo_test::has(primary->output(),
                         "zyolo broker: ha: stopped ACTIVE (primary): transitions 2 "));
@@ -613,8 +618,9 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
 // after it.
 TEST_CASE("plain RFC 7 clients and workers against either broker of the pair while it is active") {
   const int heartbeat = 200;
-  zyolo_test::TempFile config("ha-plain.toml", "[ha]\nheartbeat_ms = 200\nmissed = 2\n[broker]\n"
-                                               "heartbeat_ms = 200\nliveness = 3\n");
+  zyolo_test::TempFile config("ha-plain.toml",
+                              "[ha]\nheartbeat_ms = 200\nmissed = 2\n[broker]\n"
+                              "heartbeat_ms = 200\nliveness = 3\n");
   Node p, b;
   const std::string pbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
   const std::string bbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
@@ -631,12 +637,17 @@ TEST_CASE("plain RFC 7 clients and workers against either broker of the pair whi
   PlainWorker wp(ctx, p.ep.backend, "wp", std::chrono::milliseconds(heartbeat));
   PlainWorker wb(ctx, b.ep.backend, "wb", std::chrono::milliseconds(heartbeat));
   PlainClient cp(ctx, p.ep.frontend, {&wp, &wb}), cb(ctx, b.ep.frontend, {&wp, &wb});
-  const auto dropped = [](int metrics) { return sample_of(scrape(metrics), "zyolo_ha_dropped_total"); };
+  const auto dropped = [](int metrics) {
+    return sample_of(scrape(metrics), "zyolo_ha_dropped_total");
+  };
 
   // The primary is ACTIVE: once it says (RFC 8's mmi.service) that the plain worker's READY is
   // in, the plain client's request reaches that worker, and the reply is RFC 7's, frame by frame.
-  CHECK(watch.until([&] { return cp.ask("mmi.service", "echo", 1s) ==
-                                 Parts{"", "MDPC01", "mmi.service", "200"}; }, 5s));
+  CHECK(watch.until(
+      [&] {
+        return cp.ask("mmi.service", "echo", 1s) == Parts{"", "MDPC01", "mmi.service", "200"};
+      },
+      5s));
   CHECK(cp.ask("echo", "p-1", 2s) == Parts{"", "MDPC01", "echo", "p-1", "wp"});
 
   // The backup is PASSIVE and its peer lives: the plain requests to it are dropped and counted.
@@ -672,5 +683,6 @@ TEST_CASE("plain RFC 7 clients and workers against either broker of the pair whi
   CHECK(primary->wait() == 0);
   CHECK(backup.wait() == 0);
   INFO(backup.output());
-  CHECK(zyolo_test::has(backup.output(), "zyolo broker: ha: stopped ACTIVE (backup): transitions 2 "));
+  CHECK(zyolo_test::has(backup.output(),
+                        "zyolo broker: ha: stopped ACTIVE (backup): transitions 2 "));
 }

@@ -237,7 +237,7 @@ class Worker : public WorkerCore {
   std::optional<zmq::socket_t> socket_;
   std::optional<ConnectionWatch> watch_;  // tcp and ipc: tells when the connection is back
   Clock::time_point connected_at_;
-  bool register_now_ = false;  // the broker asked to register again: no back-off
+  bool register_now_ = false;    // the broker asked to register again: no back-off
   bool heard_in_round_ = false;  // a broker was heard since the list last came round to its first
   Clock::time_point heard_at_, heartbeat_at_;
   bool leaving_ = false;  // DISCONNECT said: the socket closes on the broker's answer
