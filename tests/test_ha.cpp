@@ -252,15 +252,20 @@ class PlainWorker {
 // socket and opens a new one (Lazy Pirate). While it waits, the plain workers are pumped.
 class PlainClient {
  public:
-  PlainClient(zmq::context_t& ctx, std::string frontend, std::vector<PlainWorker*> workers)
-      : ctx_(ctx), frontend_(std::move(frontend)), workers_(std::move(workers)) {
+  // `type`: DEALER, or REQ, whose socket adds the empty delimiter and strips it from the reply.
+  PlainClient(zmq::context_t& ctx, std::string frontend, std::vector<PlainWorker*> workers,
+              zmq::socket_type type = zmq::socket_type::dealer)
+      : ctx_(ctx), frontend_(std::move(frontend)), workers_(std::move(workers)), type_(type) {
     connect();
   }
 
   // Sends `body` to `service` and waits up to `wait` for a reply: its frames, or none.
   std::optional<Parts> ask(const std::string& service, const std::string& body,
                            std::chrono::milliseconds wait) {
-    send_parts(*socket_, {"", "MDPC01", service, body});
+    if (type_ == zmq::socket_type::req)
+      send_parts(*socket_, {"MDPC01", service, body});
+    else
+      send_parts(*socket_, {"", "MDPC01", service, body});
     const auto until = std::chrono::steady_clock::now() + wait;
     while (std::chrono::steady_clock::now() < until) {
       std::vector<zmq::pollitem_t> items{{socket_->handle(), 0, ZMQ_POLLIN, 0}};
@@ -284,7 +289,7 @@ class PlainClient {
 
  private:
   void connect() {
-    socket_.emplace(ctx_, zmq::socket_type::dealer);
+    socket_.emplace(ctx_, type_);
     socket_->set(zmq::sockopt::linger, 0);
     socket_->connect(frontend_);
   }
@@ -292,6 +297,7 @@ class PlainClient {
   zmq::context_t& ctx_;
   std::string frontend_;
   std::vector<PlainWorker*> workers_;
+  zmq::socket_type type_;
   std::optional<zmq::socket_t> socket_;
 };
 
@@ -610,12 +616,14 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
                         "zyolo broker: ha: stopped ACTIVE (primary): transitions 2 "));
 }
 
-// RFC 7 as written, against the pair: a plain client and a plain worker (raw cppzmq, above), one
-// endpoint each, work with whichever broker is ACTIVE: the primary first, the backup after the
-// primary's SIGKILL (the client's Lazy Pirate retry is its vote). A broker that is PASSIVE while
-// its peer lives serves no plain request (nor hands it to its worker later): each one is dropped
-// and counted (zyolo_ha_dropped_total), the backup before the failover, the restarted primary
-// after it.
+// RFC 7 as written, against the pair: plain clients (DEALER, and one REQ) and plain workers (raw
+// cppzmq, above), one endpoint each, work with whichever broker is ACTIVE: the primary first, the
+// backup after the primary's SIGKILL (the client's Lazy Pirate retry is its vote). A broker that
+// is PASSIVE while its peer lives serves no plain request (nor hands it to its worker later):
+// each one is dropped and counted (zyolo_ha_dropped_total), the backup before the failover, the
+// restarted primary after it. (The passive broker withholds its heartbeats, so the plain workers
+// registered with it reconnect after each silence, as RFC 7 says, and are served once it is
+// ACTIVE.)
 TEST_CASE("plain RFC 7 clients and workers against either broker of the pair while it is active") {
   const int heartbeat = 200;
   zyolo_test::TempFile config("ha-plain.toml",
@@ -673,7 +681,10 @@ TEST_CASE("plain RFC 7 clients and workers against either broker of the pair whi
   CHECK(cp.ask("echo", "p-2", 1s) == std::nullopt);
   CHECK(watch.until([&] { return dropped(p.metrics) == 1; }, 2s));
   CHECK(cb.ask("echo", "b-6", 2s) == Parts{"", "MDPC01", "echo", "b-6", "wb"});
+  PlainClient req(ctx, b.ep.frontend, {&wp, &wb}, zmq::socket_type::req);  // RFC 7's REQ client
+  CHECK(req.ask("echo", "b-7", 2s) == Parts{"MDPC01", "echo", "b-7", "wb"});
   CHECK(wp.served == std::vector<std::string>{"p-1"});
+  CHECK(wb.served == std::vector<std::string>{"b-4", "b-5", "b-6", "b-7"});
   CHECK(watch.states("PASSIVE", "ACTIVE", 1s));
   MESSAGE("plain workers connected: wp " << wp.connections << " times, wb " << wb.connections);
   CHECK(watch.both_active == 0);
