@@ -262,8 +262,8 @@ TEST_CASE(
       rb = b.read(net.nodes);
       ++readings;
       if (rp.state == "ACTIVE" && rb.state == "ACTIVE") {
+        if (!both_active) MESSAGE("both ACTIVE: primary ", show(rp), ", backup ", show(rb));
         both_active = true;
-        MESSAGE("both ACTIVE: primary ", show(rp), ", backup ", show(rb));
       }
       if (done()) return true;
       if (Clock::now() >= until) {
