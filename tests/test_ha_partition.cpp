@@ -264,10 +264,6 @@ class Pair {
     CHECK(rb.state == "PASSIVE");
     CHECK(rb.peer_lost == 0);
   }
-  ~Pair() {
-    std::remove(config.c_str());
-    std::remove(report.c_str());
-  }
   Pair(const Pair&) = delete;
   Pair& operator=(const Pair&) = delete;
 
@@ -318,8 +314,15 @@ class Pair {
 
   Network net;
   Broker p{net.primary, "10.78.1.1"}, b{net.backup, "10.78.2.1"};
-  const std::string config = "/tmp/zyolo-test-ha-partition-" + net.tag + ".toml";
-  const std::string report = "/tmp/zyolo-test-ha-partition-" + net.tag + ".json";
+  // A file of this test's own, removed at the end (a failed start included).
+  struct Removed {
+    std::string path;
+    ~Removed() { std::remove(path.c_str()); }
+  };
+  const Removed config_file{"/tmp/zyolo-test-ha-partition-" + net.tag + ".toml"};
+  const Removed report_file{"/tmp/zyolo-test-ha-partition-" + net.tag + ".json"};
+  const std::string& config = config_file.path;
+  const std::string& report = report_file.path;
   Reading rp, rb;                // the latest readings
   long readings = 0;             // readings of both brokers
   long both_active = 0;          // readings with both ACTIVE where that is not allowed
