@@ -75,21 +75,23 @@ class Network {
     REQUIRE_MESSAGE(::geteuid() == 0,
                     "the pair partition test makes network namespaces: run it as root");
     REQUIRE_MESSAGE(succeeds("ip -V"), "the pair partition test needs iproute2 (ip)");
-    for (const auto& ns : {primary, backup, nodes}) {
-      ip("netns add " + ns);
-      ip("-n " + ns + " link set lo up");
+    try {  // a step that fails removes what the steps before it made
+      for (const auto& ns : {primary, backup, nodes}) {
+        ip("netns add " + ns);
+        ip("-n " + ns + " link set lo up");
+      }
+      link(primary, "to-nodes", "10.78.1.1", nodes, "to-primary", "10.78.1.2");
+      link(backup, "to-nodes", "10.78.2.1", nodes, "to-backup", "10.78.2.2");
+      link(primary, "to-backup", "10.78.3.1", backup, "to-primary", "10.78.3.2");
+      // The nodes' namespace reaches both brokers and must never carry a packet from one to the
+      // other (the brokers have no route through it either: no default routes anywhere).
+      REQUIRE(succeeds("ip netns exec " + nodes + " sysctl -qw net.ipv4.ip_forward=0"));
+    } catch (...) {
+      remove();
+      throw;
     }
-    link(primary, "to-nodes", "10.78.1.1", nodes, "to-primary", "10.78.1.2");
-    link(backup, "to-nodes", "10.78.2.1", nodes, "to-backup", "10.78.2.2");
-    link(primary, "to-backup", "10.78.3.1", backup, "to-primary", "10.78.3.2");
-    // The nodes' namespace reaches both brokers and must never carry a packet from one to the
-    // other (the brokers have no route through it either: no default routes anywhere).
-    REQUIRE(succeeds("ip netns exec " + nodes + " sysctl -qw net.ipv4.ip_forward=0"));
   }
-  ~Network() {
-    for (const auto& ns : {primary, backup, nodes})
-      std::system(("ip netns del " + ns + " 2>/dev/null").c_str());
-  }
+  ~Network() { remove(); }
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;
 
@@ -107,6 +109,11 @@ class Network {
   const std::string primary = "zyolo-hp" + tag, backup = "zyolo-hb" + tag, nodes = "zyolo-hn" + tag;
 
  private:
+  void remove() {
+    for (const auto& ns : {primary, backup, nodes})
+      std::system(("ip netns del " + ns + " 2>/dev/null").c_str());
+  }
+
   static void link(const std::string& ns1, const std::string& if1, const std::string& ip1,
                    const std::string& ns2, const std::string& if2, const std::string& ip2) {
     ip("link add " + if1 + " netns " + ns1 + " type veth peer name " + if2 + " netns " + ns2);
