@@ -2,7 +2,9 @@
 // becomes ACTIVE and the backup PASSIVE; the backup answers no client while the primary lives;
 // SIGKILL the primary and a client's request makes the backup ACTIVE, answered by a worker
 // registered with it; the primary restarted goes PASSIVE and serves nobody. Each broker's state
-// is read from its metrics (zyolo_ha_state), and at no reading are both ACTIVE.
+// is read from its metrics (zyolo_ha_state), and at no reading are both ACTIVE. The whole fleet
+// (workers and clients given both brokers) through a kill of each broker in turn; plain RFC 7
+// clients and workers written with raw cppzmq against the pair.
 #include <doctest/doctest.h>
 #include <netinet/in.h>
 #include <poll.h>
