@@ -467,7 +467,9 @@ TEST_CASE("the broker publishes each service's demand on its control socket") {
 
 // A worker given two backends (a broker pair's) starts with the first; when it goes silent for
 // liveness x heartbeat the worker registers with the second at once, not after its back-off (here
-// 2 s), and serves there; it does not go back to the first while the second answers.
+// 2 s), and serves there; it does not go back to the first while the second answers. When the
+// second goes silent it goes back to the first at once too; only after a whole round of the list
+// heard from no broker does the back-off pace it.
 TEST_CASE("a worker with two backends moves to the second when the first goes silent, and serves there") {
   zmq::context_t ctx = make_context();
   Config c = default_config();
@@ -522,4 +524,25 @@ TEST_CASE("a worker with two backends moves to the second when the first goes si
   int readies = 0;
   while (auto f = recv(ra, 0ms)) readies += command_of(std::move(f)).command == Command::Ready;
   CHECK(readies == 0);
+
+  // Then the second goes silent too. The worker heard a broker in this round of the list (the
+  // second), so it goes back to the first at once, as in a failover back to the first of a pair,
+  // and not after its back-off. The first stays silent: on to the second at once. The second
+  // stays silent: a whole round heard from no broker, so now the back-off paces the next READY.
+  const auto seconds_to_ready = [&](zmq::socket_t& r) {  // heartbeats of earlier sockets skipped
+    const auto from = std::chrono::steady_clock::now();
+    while (auto f = recv(r, 5s))
+      if (command_of(std::move(f)).command == Command::Ready)
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - from).count();
+    return -1.0;
+  };
+  const double back_to_first = seconds_to_ready(ra);
+  CHECK(back_to_first >= 0.2);  // the silence of the second (300 ms, from its last message)
+  CHECK(back_to_first < 1.5);   // ... without the 2 s back-off
+  const double on_to_second = seconds_to_ready(rb);
+  CHECK(on_to_second >= 0.25);
+  CHECK(on_to_second < 1.5);
+  const double round_again = seconds_to_ready(ra);
+  CHECK(round_again >= 2.0);  // the silence and the 2 s back-off
+  CHECK(round_again < 4.0);
 }

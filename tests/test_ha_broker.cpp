@@ -141,6 +141,7 @@ TEST_CASE(
   auto s = p.stats();
   CHECK(s["ha_state"] == "PASSIVE");
   CHECK(s["ha_dropped"] == 2);
+  CHECK(s["ha_peer_up"] == true);
   CHECK(s["requests"] == 0);
   CHECK(s["workers"] == 1);  // registered all along
   // Garbage on the state channel is counted, never fatal.
@@ -153,6 +154,7 @@ TEST_CASE(
   CHECK(p.broker_state == "PASSIVE");
   s = p.stats();
   CHECK(s["ha_peer_lost"] == 1);
+  CHECK(s["ha_peer_up"] == false);
   // A client's request is the vote: ACTIVE, and served by the worker registered with it.
   p.ask("r3");
   CHECK(p.pump(500ms, std::nullopt, "r3") == "200");

@@ -243,9 +243,14 @@ TEST_CASE("malformed zyolo envelopes are faults") {
   CHECK(decode_app_reply(frames({"id", "2000", "{}", ""})).fault() == Fault::BadStatus);
   CHECK(decode_app_reply(frames({"id\x01", "200", "{}", ""})).fault() == Fault::BadId);
   CHECK(decode_app_reply(frames({"id", "\xb2\xb0\xb0", "{}", ""})).fault() == Fault::BadStatus);
-  CHECK(peek_request_id(frames({"c1-2", "x"})) == "c1-2");
-  CHECK(peek_request_id(frames({"bad id", "x"})).empty());
+  CHECK(peek_request_id(frames({"c1-2", "", "x"})) == "c1-2");        // a request's shape
+  CHECK(peek_request_id(frames({"c1-2", "200", "{}", ""})) == "c1-2");  // a reply's
+  CHECK(peek_request_id(frames({"bad id", "", "x"})).empty());
   CHECK(peek_request_id({}).empty());
+  // Plain RFC 7 bodies of other shapes carry no id, whatever their first frame says.
+  CHECK(peek_request_id(frames({"c1-2"})).empty());
+  CHECK(peek_request_id(frames({"c1-2", "x"})).empty());
+  CHECK(peek_request_id(frames({"c1-2", "a", "b", "c", "d"})).empty());
 }
 
 TEST_CASE("random garbage never crashes a decoder") {

@@ -62,8 +62,8 @@
 // active broker, or the workers of a backup that yielded). While the peer is silent, a failover
 // may come, and the workers are kept with heartbeats. Each state change is a line on stderr with
 // its reason and is counted in STATS (ha_state, ha_transitions, ha_anomalies, ha_peer_lost,
-// ha_withheld_heartbeats); the line is the parent's to print: the broker sends it an HA note on
-// its pipe (src/wire/pipe.hpp).
+// ha_withheld_heartbeats; ha_peer_up says whether the peer is heard now); the line is the
+// parent's to print: the broker sends it an HA note on its pipe (src/wire/pipe.hpp).
 // With ha.role unset nothing of this exists: the data path is one untaken branch.
 #include <fmt/format.h>
 
@@ -880,6 +880,7 @@ void on_pipe() {
     s.cpu_us = thread_cpu_us();
     s.queue_waits_us = waits_us_;
     s.ha_state = ha_state();
+    s.ha_peer_up = ha_ && ha_->fsm.peer_heard() && !ha_->fsm.peer_expired(now);
     return s;
   }
 

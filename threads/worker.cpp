@@ -135,11 +135,13 @@ class Worker : public WorkerCore {
   }
 
   // The broker went silent: the next connection goes to the next backend of the list, at once
-  // unless the list has come round to its first again.
+  // unless the list has come round to its first again after a whole round heard from no broker
+  // (a worker that served the last one of the list goes back to the first at once: a failover).
   void next_backend() {
     if (backends_.size() < 2) return;
     current_ = (current_ + 1) % backends_.size();
-    register_now_ = current_ != 0;
+    register_now_ = current_ != 0 || heard_in_round_;
+    if (current_ == 0) heard_in_round_ = false;
   }
 
   // The broker said DISCONNECT: it is there and does not know this worker (it restarted), so the
@@ -166,6 +168,7 @@ class Worker : public WorkerCore {
 
   void on_broker_message(Frames frames) {
     heard_at_ = Clock::now();
+    heard_in_round_ = true;
     backoff_ = milliseconds(config_.worker.reconnect_initial_ms);
     auto m = decode_from_broker(std::move(frames));
     if (!m) {
@@ -234,7 +237,8 @@ class Worker : public WorkerCore {
   std::optional<zmq::socket_t> socket_;
   std::optional<ConnectionWatch> watch_;  // tcp and ipc: tells when the connection is back
   Clock::time_point connected_at_;
-  bool register_now_ = false;  // the broker asked to register again: no back-off
+  bool register_now_ = false;    // the broker asked to register again: no back-off
+  bool heard_in_round_ = false;  // a broker was heard since the list last came round to its first
   Clock::time_point heard_at_, heartbeat_at_;
   bool leaving_ = false;  // DISCONNECT said: the socket closes on the broker's answer
   unsigned instance_;

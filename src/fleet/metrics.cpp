@@ -187,6 +187,12 @@ std::string FleetMetrics::render() const {
                  b.ha_transitions);
         e.single("zyolo_ha_dropped_total", "counter",
                  "Client requests this broker of a pair dropped while not ACTIVE", b.ha_dropped);
+        e.single("zyolo_ha_peer_up", "gauge",
+                 "1 while the peer's state is heard (within ha.heartbeat_ms x ha.missed)",
+                 b.ha_peer_up ? 1L : 0L);
+        e.single("zyolo_ha_peer_lost_total", "counter",
+                 "Times the peer, heard before, went silent for ha.heartbeat_ms x ha.missed",
+                 b.ha_peer_lost);
         e.family("zyolo_ha_anomalies_total", "counter",
                  "State messages of the peer that make no sense with this broker's, by kind "
                  "(dual_active, dual_passive, same_role: both started as primary or as backup)");

@@ -330,7 +330,7 @@ std::string mmi_asked_service(const Frames& body) {
 Frames encode_mmi_reply(std::string_view code) { return text_frames({code}); }
 
 std::string_view peek_request_id(std::span<const zmq::message_t> body) {
-  if (body.empty()) return {};
+  if (body.size() != 3 && body.size() != 4) return {};  // not zyolo's request or reply envelope
   const auto id = body[0].to_string_view();
   return valid_id(id) ? id : std::string_view();
 }

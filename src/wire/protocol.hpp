@@ -189,7 +189,9 @@ Frames encode_app_reply(std::string_view id, int status, std::string_view json,
 Decoded<AppRequest> decode_app_request(Frames body);
 Decoded<AppReply> decode_app_reply(Frames body);
 // The request id of a body that may not be a valid request, if it has one ("" otherwise): a view
-// into the body's first frame.
+// into the body's first frame. Only a body of zyolo's shape, 3 frames (a request) or 4 (a reply),
+// has one: a plain RFC 7 body ("Hello world", sent many times at once by the guide's
+// asynchronous client) is no request id, and the broker must not take a second one for a retry.
 std::string_view peek_request_id(std::span<const zmq::message_t> body);
 // The statuses a reply is counted by (the broker's STATS), "other" last for any other, or none.
 inline constexpr std::string_view kReplyStatuses[] = {"200", "400", "500", "503", "504", "other"};

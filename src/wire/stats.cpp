@@ -88,6 +88,7 @@ void mdp_fields(S& s, F& f) {
   f("ha_transitions", s.ha_transitions);
   f("ha_dropped", s.ha_dropped);
   f("ha_peer_lost", s.ha_peer_lost);
+  f("ha_peer_up", s.ha_peer_up);
   f("ha_malformed", s.ha_malformed);
   f("ha_withheld_heartbeats", s.ha_withheld_heartbeats);
   f("ha_anomalies", s.ha_anomalies);

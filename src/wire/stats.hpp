@@ -89,10 +89,12 @@ struct BrokerStats {
   // A broker of a pair (ha.role, src/wire/binary_star.hpp): its state now ("" when not one of a
   // pair); its state changes; client requests it dropped while not ACTIVE; times its peer went
   // silent; anomalies by kind (dual_active, dual_passive, same_role); malformed state messages;
-  // heartbeat rounds it sent its workers none, PASSIVE with its peer alive (so that they move on).
+  // heartbeat rounds it sent its workers none, PASSIVE with its peer alive (so that they move on);
+  // whether the peer was heard within heartbeat x missed just now (a gauge).
   std::string ha_state;
   long ha_transitions = 0, ha_dropped = 0, ha_peer_lost = 0, ha_malformed = 0;
   long ha_withheld_heartbeats = 0;
+  bool ha_peer_up = false;
   std::map<std::string, long> ha_anomalies;
   // The shared queue's broker counts requests, replies and this, and nothing of the rest.
   std::optional<ProxyTraffic> proxy;
