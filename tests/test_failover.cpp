@@ -105,6 +105,20 @@ PairRecord check_pair_record(const nlohmann::json& j) {
 
 }  // namespace
 
+// One failover event of the report (`kind` of the active `broker`), within the bounds below; its
+// failover_s.
+double check_failover_event(const nlohmann::json& e, const char* kind, const char* broker) {
+  CHECK(e["kind"] == kind);
+  CHECK(e["broker"] == broker);
+  REQUIRE(e["failover_s"].is_number());
+  const double failover = e["failover_s"], first = e["first_answer_s"];
+  CHECK(failover > 0);
+  CHECK(failover <= kHaSilenceS + kClientTimeoutS + kSlackS);
+  CHECK(first >= 0);
+  CHECK(failover + first <= kWorkerSilenceS + scaled(0.25) + kWorkerBackoffS + kSlackS);
+  return failover;
+}
+
 // A kill's failover ends when the other broker becomes ACTIVE: once it has missed the killed
 // one's state for ha.heartbeat_ms x missed (200 ms) and then a client's request comes to vote.
 // A client tries the other broker on its Lazy Pirate timeout (at least client.min_timeout_ms,
@@ -121,14 +135,7 @@ void check_failover(const nlohmann::json& j) {
   for (int i = 0; i < 2; ++i) {
     const auto& e = j["events"][static_cast<std::size_t>(i)];
     CAPTURE(i);
-    CHECK(e["kind"] == "kill-broker");
-    CHECK(e["broker"] == killed[i]);
-    REQUIRE(e["failover_s"].is_number());
-    const double failover = e["failover_s"], first = e["first_answer_s"];
-    CHECK(failover > 0);
-    CHECK(failover <= kHaSilenceS + kClientTimeoutS + kSlackS);
-    CHECK(first >= 0);
-    CHECK(failover + first <= kWorkerSilenceS + scaled(0.25) + kWorkerBackoffS + kSlackS);
+    const double failover = check_failover_event(e, "kill-broker", killed[i]);
     // recover90_s looks at 1 s windows, which a shorter time line (a sanitizer's) does not
     // shorten: after the second failover its run may end first.
     if (!zyolo_test::sanitized()) CHECK(e["recover90_s"].get<double>() >= 0);
@@ -182,14 +189,7 @@ TEST_CASE("scenario failover-cut: the active broker cut off, the passive takes o
   INFO(j["events"].dump(1));
   REQUIRE(j["events"].size() == 1);
   const auto& cut = j["events"][0];
-  CHECK(cut["kind"] == "cut-broker");
-  CHECK(cut["broker"] == "primary");
-  REQUIRE(cut["failover_s"].is_number());
-  const double failover = cut["failover_s"], first = cut["first_answer_s"];
-  CHECK(failover > 0);
-  CHECK(failover <= kHaSilenceS + kClientTimeoutS + kSlackS);
-  CHECK(first >= 0);
-  CHECK(failover + first <= kWorkerSilenceS + scaled(0.25) + kWorkerBackoffS + kSlackS);
+  const double failover = check_failover_event(cut, "cut-broker", "primary");
   const PairRecord pair = check_pair_record(j);
   CHECK(pair.restarts == 0);
   REQUIRE(pair.dual_active.size() == 1);

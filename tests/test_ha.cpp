@@ -24,9 +24,11 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 #include <zmq_addon.hpp>
 
+#include "metrics_get.hpp"
 #include "process.hpp"
 #include "run_binary.hpp"
 #include "scenario_runs.hpp"
@@ -39,29 +41,9 @@ using namespace zyolo;
 using zyolo_test::Endpoints;
 using zyolo_test::Process;
 
-// GET /metrics from 127.0.0.1:`port`: the body, or "" when nobody answers (a broker killed).
+// GET /metrics from 127.0.0.1:`port`: the answer, or "" when nobody answers (a broker killed).
 std::string scrape(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string get = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    if (::send(fd, get.data(), get.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(get.size())) {
-      for (;;) {
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, 2000) <= 0) break;
-        char buffer[65536];
-        const auto n = ::recv(fd, buffer, sizeof buffer, 0);
-        if (n <= 0) break;
-        out.append(buffer, static_cast<std::size_t>(n));
-      }
-    }
-  }
-  ::close(fd);
-  return out;
+  return zyolo_test::get_metrics(::socket(AF_INET, SOCK_STREAM, 0), "127.0.0.1", port);
 }
 
 // The value of one sample "name{labels} value" in exposition text (-1 when absent).
@@ -91,6 +73,14 @@ struct Node {
     return a;
   }
 };
+
+// The arguments of a primary `p` and a backup `b` that know each other, on two free ports.
+std::pair<std::vector<std::string>, std::vector<std::string>> pair_args(const Node& p, const Node& b,
+                                                                        const std::string& config) {
+  const std::string pbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+  const std::string bbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
+  return {p.args("primary", pbind, bbind, config), b.args("backup", bbind, pbind, config)};
+}
 
 // A raw MDP client: one DEALER speaking MDPC01 to a broker's frontend.
 struct RawClient {
@@ -324,10 +314,7 @@ TEST_CASE(
   const std::string config = "/tmp/zyolo-test-ha-" + std::to_string(::getpid()) + ".toml";
   std::ofstream(config) << "[ha]\nheartbeat_ms = " << heartbeat << "\nmissed = 2\n";
   Node p, b;
-  const std::string pbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  const std::string bbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  const auto pargs = p.args("primary", pbind, bbind, config),
-             bargs = b.args("backup", bbind, pbind, config);
+  const auto [pargs, bargs] = pair_args(p, b, config);
 
   bool both_active = false;
   // Waits until the primary's state is `ps` and the backup's `bs` ("" for any); false on timeout.
@@ -502,10 +489,7 @@ TEST_CASE("a broker pair with workers and clients: primary killed, restarted, ba
                                   "\nadaptive_timeout = false\n[run]\nreport_interval_ms = 20\n");
   const double bound = (2.0 * ha_heartbeat + client_timeout) / 1000.0;
   Node p, b;
-  const std::string pbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  const std::string bbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  const auto pargs = p.args("primary", pbind, bbind, config.path),
-             bargs = b.args("backup", bbind, pbind, config.path);
+  const auto [pargs, bargs] = pair_args(p, b, config.path);
   PairWatch watch(p.metrics, b.metrics);
   const auto ready = [](Process& proc) {
     return [&proc] { return proc.wait_for("ready", 100ms); };
@@ -641,10 +625,7 @@ TEST_CASE("plain RFC 7 clients and workers against either broker of the pair whi
                               "[ha]\nheartbeat_ms = 200\nmissed = 2\n[broker]\n"
                               "heartbeat_ms = 200\nliveness = 3\n");
   Node p, b;
-  const std::string pbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  const std::string bbind = "tcp://127.0.0.1:" + std::to_string(zyolo_test::free_port());
-  const auto pargs = p.args("primary", pbind, bbind, config.path),
-             bargs = b.args("backup", bbind, pbind, config.path);
+  const auto [pargs, bargs] = pair_args(p, b, config.path);
   PairWatch watch(p.metrics, b.metrics);
   auto primary = std::make_unique<Process>(pargs);
   Process backup(bargs);

@@ -43,6 +43,8 @@
 #include <utility>
 #include <vector>
 
+#include "metrics_get.hpp"
+#include "netns.hpp"
 #include "process.hpp"
 #include "run_binary.hpp"
 #include "scenario_runs.hpp"
@@ -52,13 +54,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using zyolo_test::Process;
-
-// Runs an iproute2 command line; the test stops if it fails.
-void ip(const std::string& args) {
-  const std::string cmd = "ip " + args;
-  INFO(cmd);
-  REQUIRE(std::system(cmd.c_str()) == 0);
-}
+using zyolo_test::ip;
 
 // True when a shell command line exits 0 (its output discarded).
 bool succeeds(const std::string& cmd) {
@@ -80,9 +76,9 @@ class Network {
         ip("netns add " + ns);
         ip("-n " + ns + " link set lo up");
       }
-      link(primary, "to-nodes", "10.78.1.1", nodes, "to-primary", "10.78.1.2");
-      link(backup, "to-nodes", "10.78.2.1", nodes, "to-backup", "10.78.2.2");
-      link(primary, "to-backup", "10.78.3.1", backup, "to-primary", "10.78.3.2");
+      zyolo_test::veth(primary, "to-nodes", "10.78.1.1", nodes, "to-primary", "10.78.1.2");
+      zyolo_test::veth(backup, "to-nodes", "10.78.2.1", nodes, "to-backup", "10.78.2.2");
+      zyolo_test::veth(primary, "to-backup", "10.78.3.1", backup, "to-primary", "10.78.3.2");
       // The nodes' namespace reaches both brokers and must never carry a packet from one to the
       // other (the brokers have no route through it either: no default routes anywhere).
       REQUIRE(succeeds("ip netns exec " + nodes + " sysctl -qw net.ipv4.ip_forward=0"));
@@ -114,14 +110,6 @@ class Network {
       std::system(("ip netns del " + ns + " 2>/dev/null").c_str());
   }
 
-  static void link(const std::string& ns1, const std::string& if1, const std::string& ip1,
-                   const std::string& ns2, const std::string& if2, const std::string& ip2) {
-    ip("link add " + if1 + " netns " + ns1 + " type veth peer name " + if2 + " netns " + ns2);
-    ip("-n " + ns1 + " addr add " + ip1 + "/24 dev " + if1);
-    ip("-n " + ns2 + " addr add " + ip2 + "/24 dev " + if2);
-    ip("-n " + ns1 + " link set " + if1 + " up");
-    ip("-n " + ns2 + " link set " + if2 + " up");
-  }
 };
 
 // A TCP socket in network namespace `ns` (a socket stays in the namespace it was made in; only a
@@ -137,30 +125,12 @@ int socket_in(const std::string& ns) {
   return fd;
 }
 
-// GET /metrics from `host`:`port`, from inside namespace `ns`: the body, or "" when nobody answers.
+// GET /metrics from `host`:`port`, from inside namespace `ns`: the answer, or "" when nobody
+// answers.
 std::string scrape(const std::string& ns, const std::string& host, int port) {
   const int fd = socket_in(ns);
   REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string get = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    if (::send(fd, get.data(), get.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(get.size())) {
-      for (;;) {
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, 2000) <= 0) break;
-        char buffer[65536];
-        const auto n = ::recv(fd, buffer, sizeof buffer, 0);
-        if (n <= 0) break;
-        out.append(buffer, static_cast<std::size_t>(n));
-      }
-    }
-  }
-  ::close(fd);
-  return out;
+  return zyolo_test::get_metrics(fd, host, port);
 }
 
 // The sum of the samples whose line starts with `series` ("name" or "name{label=...") in

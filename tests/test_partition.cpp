@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "netns.hpp"
 #include "process.hpp"
 #include "run_binary.hpp"
 #include "scenario_runs.hpp"
@@ -26,13 +27,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using zyolo_test::Process;
-
-// Runs an iproute2 command line; the test stops if it fails.
-void ip(const std::string& args) {
-  const std::string cmd = "ip " + args;
-  INFO(cmd);
-  REQUIRE(std::system(cmd.c_str()) == 0);
-}
+using zyolo_test::ip;
 
 // Three namespaces and two veth links, named after this test process, removed at the end (with
 // them go their interfaces; processes still inside are killed first by Process).
@@ -44,8 +39,8 @@ class Network {
       ip("netns add " + ns);
       ip("-n " + ns + " link set lo up");
     }
-    link(broker, "to-workers", "10.77.1.1", workers, "to-broker", "10.77.1.2");
-    link(broker, "to-clients", "10.77.2.1", clients, "to-broker", "10.77.2.2");
+    zyolo_test::veth(broker, "to-workers", "10.77.1.1", workers, "to-broker", "10.77.1.2");
+    zyolo_test::veth(broker, "to-clients", "10.77.2.1", clients, "to-broker", "10.77.2.2");
   }
   ~Network() {
     for (const auto& ns : {broker, workers, clients})
@@ -61,16 +56,6 @@ class Network {
 
   const std::string tag = std::to_string(::getpid());
   const std::string broker = "zyolo-b" + tag, workers = "zyolo-w" + tag, clients = "zyolo-c" + tag;
-
- private:
-  void link(const std::string& ns1, const std::string& if1, const std::string& ip1,
-            const std::string& ns2, const std::string& if2, const std::string& ip2) {
-    ip("link add " + if1 + " netns " + ns1 + " type veth peer name " + if2 + " netns " + ns2);
-    ip("-n " + ns1 + " addr add " + ip1 + "/24 dev " + if1);
-    ip("-n " + ns2 + " addr add " + ip2 + "/24 dev " + if2);
-    ip("-n " + ns1 + " link set " + if1 + " up");
-    ip("-n " + ns2 + " link set " + if2 + " up");
-  }
 };
 
 // Starts the fleet across the namespaces, cuts `interface` off for 3 s a little into the clients'
