@@ -258,18 +258,6 @@ struct Ha {
     peer_endpoint = config.ha.peer;
     sub.connect(peer_endpoint);
   }
-
-  // Over inproc a connection does not come back when its peer binds again (tcp and ipc reconnect
-  // by themselves), so while the peer is silent its endpoint is connected anew: a peer restarted
-  // in the same process (zyolo run --ha) is heard again within a heartbeat.
-  void reconnect_inproc_peer() {
-    if (!peer_endpoint.starts_with("inproc://")) return;
-    try {
-      sub.disconnect(peer_endpoint);
-    } catch (const zmq::error_t&) {  // the old connection is gone already
-    }
-    sub.connect(peer_endpoint);
-  }
 };
 
 class Broker {
@@ -731,7 +719,9 @@ void on_pipe() {
     const auto now = Clock::now();
     publish_ha_state();
     const HaOutcome o = ha_->fsm.tick(now);
-    if (ha_->fsm.peer_expired(now)) ha_->reconnect_inproc_peer();
+    // While the peer is silent, an inproc peer is connected anew: one restarted in this process
+    // (zyolo run --ha) is heard again within a heartbeat.
+    if (ha_->fsm.peer_expired(now)) reconnect_inproc(ha_->sub, ha_->peer_endpoint);
     if (o.peer_lost) {
       ++n_.ha_peer_lost;
       const std::string state(ha_state_name(ha_->fsm.state()));

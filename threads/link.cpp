@@ -29,6 +29,7 @@
 #include "src/wire/actor.hpp"
 #include "src/wire/pipe.hpp"
 #include "src/wire/protocol.hpp"
+#include "src/wire/sockopts.hpp"
 #include "src/wire/stats.hpp"
 #include "threads/actors.hpp"
 
@@ -172,17 +173,11 @@ class Link {
     ++n_.forwarded;
   }
 
-  // Over inproc a SUB does not come back to a broker that binds again after a restart (tcp and
-  // ipc reconnect by themselves): a relay that has heard nothing for a quarter of the idle time is
-  // connected anew.
+  // A relay that has heard nothing for a quarter of the idle time is connected anew over inproc,
+  // where a SUB does not come back by itself to a broker restarted in this process.
   void revive_relay() {
-    if (!relay_in_ || !endpoints_.state_from.starts_with("inproc://")) return;
-    if (Clock::now() - relay_heard_ < idle_ / 4) return;
-    try {
-      relay_in_->disconnect(endpoints_.state_from);
-    } catch (const zmq::error_t&) {  // the old connection is gone already
-    }
-    relay_in_->connect(endpoints_.state_from);
+    if (!relay_in_ || Clock::now() - relay_heard_ < idle_ / 4) return;
+    reconnect_inproc(*relay_in_, endpoints_.state_from);
     relay_heard_ = Clock::now();
   }
 

@@ -37,6 +37,7 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <utility>
 
 #include "src/fleet/metrics.hpp"
 #include "src/fleet/player.hpp"
@@ -107,12 +108,15 @@ struct WorkerSlot {
 };
 
 // A broker of the run: the only one, or one of the pair (zyolo run --ha), with the endpoints it
-// binds. Its actor is null while it is down.
+// binds, and the link in front of it when a scenario needs one. Its actor is null while it is
+// down.
 struct BrokerSlot {
   std::string name;  // "broker" (or "proxy"), or "primary" / "backup"
   Config config;
   std::unique_ptr<Actor> actor;
   std::string state;  // one of a pair: the state it said last (PRIMARY, ..., DOWN); "" alone
+  std::unique_ptr<Actor> link;  // its link (threads/link.cpp), or null
+  std::string link_clients, link_workers;  // where its link listens for clients and workers
 };
 
 struct ClientSlot {
@@ -130,10 +134,10 @@ class Supervisor final : private FleetControl {
       metrics_.emplace(config, options.broker, options.workers, options.clients);
     if (config.run.ha) {
       const auto pair = ha_pair(config);
-      brokers_.push_back({"primary", pair[0], nullptr, "DOWN"});
-      brokers_.push_back({"backup", pair[1], nullptr, "DOWN"});
+      brokers_.push_back({"primary", pair[0], nullptr, "DOWN", nullptr, "", ""});
+      brokers_.push_back({"backup", pair[1], nullptr, "DOWN", nullptr, "", ""});
     } else {
-      brokers_.push_back({proxy_mode() ? "proxy" : "broker", config, nullptr, ""});
+      brokers_.push_back({proxy_mode() ? "proxy" : "broker", config, nullptr, "", nullptr, "", ""});
     }
     reports_.set(zmq::sockopt::rcvhwm, 0);  // no limit: see the top of this file
     reports_.set(zmq::sockopt::linger, 0);
@@ -314,10 +318,11 @@ class Supervisor final : private FleetControl {
         if (&peer != &b) peer.config.ha.peer = ends.state_to;
     }
     const int idle_ms = 2 * std::max(config_.broker.silence_ms(), config_.client.timeout_ms) + 1000;
-    links_.push_back(std::make_unique<Actor>(ctx_, "link" + tag, [ends, idle_ms, seed](zmq::context_t& ctx, zmq::socket_ref p) {
+    b.link = std::make_unique<Actor>(ctx_, "link" + tag, [ends, idle_ms, seed](zmq::context_t& ctx, zmq::socket_ref p) {
       link(ctx, p, ends, idle_ms, seed);
-    }));
-    link_sides_.emplace_back(ends.client_side, ends.worker_side);
+    });
+    b.link_clients = ends.client_side;
+    b.link_workers = ends.worker_side;
   }
 
   // The configuration an actor of `pool` sees: its service, its model, and the endpoints it
@@ -326,13 +331,12 @@ class Supervisor final : private FleetControl {
     Config c = config_.run.ha ? ha_nodes(config_) : config_;
     c.run.service = pool.service;
     c.worker.model = pool.model;
-    if (!links_.empty()) {
+    if (brokers_[0].link) {
+      std::vector<std::string> clients, workers;
+      for (const auto& b : brokers_) clients.push_back(b.link_clients), workers.push_back(b.link_workers);
       c.run.transport = "inproc";
-      c.endpoints.inproc_frontend = c.endpoints.inproc_backend = "";
-      for (const auto& [clients, workers] : link_sides_) {
-        c.endpoints.inproc_frontend += (c.endpoints.inproc_frontend.empty() ? "" : ",") + clients;
-        c.endpoints.inproc_backend += (c.endpoints.inproc_backend.empty() ? "" : ",") + workers;
-      }
+      c.endpoints.inproc_frontend = fmt::format("{}", fmt::join(clients, ","));
+      c.endpoints.inproc_backend = fmt::format("{}", fmt::join(workers, ","));
     }
     return c;
   }
@@ -640,15 +644,13 @@ class Supervisor final : private FleetControl {
     return names;
   }
 
-  BrokerSlot* find_broker(const std::string& name) {
-    for (auto& b : brokers_)
-      if (b.name == name) return &b;
-    return nullptr;
-  }
   const BrokerSlot* find_broker(const std::string& name) const {
     for (const auto& b : brokers_)
       if (b.name == name) return &b;
     return nullptr;
+  }
+  BrokerSlot* find_broker(const std::string& name) {
+    return const_cast<BrokerSlot*>(std::as_const(*this).find_broker(name));
   }
 
   bool broker_running(const std::string& name) const override {
@@ -830,18 +832,20 @@ class Supervisor final : private FleetControl {
   }
 
   void link_rule(const LinkRule& rule) override {
-    for (auto& l : links_) send_pipe(l->pipe(), PipeCommand::Rule, args_of(rule));
+    for (auto& b : brokers_)
+      if (b.link) send_pipe(b.link->pipe(), PipeCommand::Rule, args_of(rule));
   }
 
   // A cut-off: the broker's link drops everything (its clients', its workers' and its state to
   // its peer), and the peer's link drops the peer's state to it.
   void cut_broker(const std::string& name, milliseconds how_long) override {
-    for (std::size_t i = 0; i < brokers_.size() && i < links_.size(); ++i) {
-      const auto nodes = parse_nodes(brokers_[i].name == name ? "all" : "peer");
-      send_pipe(links_[i]->pipe(), PipeCommand::Rule,
-                args_of(LinkRule{*nodes, LinkMode::Partition, 0, how_long}));
+    for (auto& b : brokers_) {
+      if (!b.link) continue;
+      const auto nodes = parse_nodes(b.name == name ? "all" : "peer");
+      send_pipe(b.link->pipe(), PipeCommand::Rule, args_of(LinkRule{*nodes, LinkMode::Partition, 0, how_long}));
     }
   }
+
 
   void announce(const std::string& kind, const std::string& detail, double t) override {
     progress_.announce(kind, detail, t);
@@ -960,17 +964,14 @@ class Supervisor final : private FleetControl {
       report_.curve = ask_stats<ZapStats>(*zap_, milliseconds(2000));
       zap_.reset();
     }
-    for (auto& l : links_) {  // a pair's two added up
-      auto s = ask_stats<LinkStats>(*l, milliseconds(2000));
-      l.reset();
-      if (!s) continue;
+    for (auto& b : brokers_) {  // a pair's two added up
+      if (!b.link) continue;
+      auto st = ask_stats<LinkStats>(*b.link, milliseconds(2000));
+      b.link.reset();
+      if (!st) continue;
       if (!report_.link) report_.link = LinkStats{};
-      auto& t = *report_.link;
-      t.forwarded += s->forwarded, t.dropped += s->dropped, t.delayed += s->delayed;
-      t.connections += s->connections, t.connections_opened += s->connections_opened;
-      t.connections_closed += s->connections_closed;
+      add(*report_.link, *st);
     }
-    links_.clear();
   }
 
   // After an interruption: asks every client still running for STATS (it sends its records
@@ -1005,8 +1006,6 @@ class Supervisor final : private FleetControl {
   bool poll_stale_ = true;
   long malformed_reports_ = 0;
   std::unique_ptr<Actor> zap_, controller_;
-  std::vector<std::unique_ptr<Actor>> links_;  // a scenario's: one per broker
-  std::vector<std::pair<std::string, std::string>> link_sides_;  // each link's client and worker side
   std::vector<BrokerSlot> brokers_;  // one, or the pair (primary, backup)
   std::optional<FleetMetrics> metrics_;     // --metrics: what the metrics actor serves
   std::unique_ptr<Actor> metrics_actor_;    // stopped last: it serves until the supervisor ends

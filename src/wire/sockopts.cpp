@@ -25,4 +25,13 @@ void apply_socket_options(zmq::socket_ref socket, const Config& config, Side sid
   }
 }
 
+void reconnect_inproc(zmq::socket_ref socket, const std::string& endpoint) {
+  if (!endpoint.starts_with("inproc://")) return;
+  try {
+    socket.disconnect(endpoint);
+  } catch (const zmq::error_t&) {  // the old connection is gone already
+  }
+  socket.connect(endpoint);
+}
+
 }  // namespace zyolo

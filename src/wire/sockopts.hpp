@@ -25,4 +25,10 @@ enum class Side { Binds, Connects };
 // handler vets (domain kZapDomain), and a connecting one a CURVE client of the broker's public key.
 void apply_socket_options(zmq::socket_ref socket, const Config& config, Side side);
 
+// Over inproc a connection does not come back when its peer binds again in the same context (tcp
+// and ipc reconnect by themselves): for an inproc `endpoint`, `socket` is disconnected from it and
+// connected anew, so that a peer restarted in this process (zyolo run --ha) is reached again;
+// any other endpoint is left alone.
+void reconnect_inproc(zmq::socket_ref socket, const std::string& endpoint);
+
 }  // namespace zyolo

@@ -400,6 +400,14 @@ bool Histogram::add(const Histogram& other) {
   return true;
 }
 
+void add(LinkStats& total, const LinkStats& other) {
+  for (auto [a, b] : {std::pair{&total.forwarded, other.forwarded}, {&total.dropped, other.dropped},
+                      {&total.delayed, other.delayed}, {&total.connections, other.connections},
+                      {&total.connections_opened, other.connections_opened},
+                      {&total.connections_closed, other.connections_closed}})
+    *a += b;
+}
+
 void add(BrokerStats& total, const BrokerStats& later) {
   // Counters add up; gauges and waits are the later broker's.
   BrokerStats sum = later;

@@ -132,6 +132,8 @@ struct LinkStats {
   long forwarded = 0, dropped = 0, delayed = 0, connections = 0;
   long connections_opened = 0, connections_closed = 0;
 };
+// Two links' counters added up (a broker pair's, one in front of each broker).
+void add(LinkStats& total, const LinkStats& other);
 
 // The metrics actor's HTTP side (threads/metrics.cpp).
 struct MetricsServerStats {
